@@ -1,0 +1,32 @@
+# The two README commands: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
+export JAX_PLATFORMS ?= cpu
+
+.PHONY: demo test test-fast venv lint clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow" tests
+
+demo: $(VENV)/.installed
+	$(PY) -m experiments.demo
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check gudjax configs experiments tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache
