@@ -129,3 +129,20 @@ def diffusion_loss(
     eps_hat = eps_fn(z_t, state, t)
     loss = eps_loss(eps_hat, eps, state, weighting=weighting)
     return loss, {"t": t}
+
+
+def group_gamma_stats(gamma_tilde: Array, groups: Array, num_groups: int) -> Array:
+    """Per conditioning group g: (mean, min, max) of γ̃ over its components.
+
+    gamma_tilde (B, D), groups (D,) int in [0, num_groups) → (B, G, 3). These are the
+    network's γ tokens (SPEC §5).
+    """
+
+    def one(g):
+        count = jax.ops.segment_sum(jnp.ones_like(g), groups, num_segments=num_groups)
+        mean = jax.ops.segment_sum(g, groups, num_segments=num_groups) / count
+        lo = jax.ops.segment_min(g, groups, num_segments=num_groups)
+        hi = jax.ops.segment_max(g, groups, num_segments=num_groups)
+        return jnp.stack([mean, lo, hi], axis=-1)
+
+    return jax.vmap(one)(gamma_tilde)

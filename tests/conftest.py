@@ -4,3 +4,38 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import contextlib  # noqa: E402
+import logging  # noqa: E402
+import tempfile  # noqa: E402
+
+import jax  # noqa: E402
+
+# Identical programs compiled by several tests (same tiny model, fresh jit objects) are
+# compiled once per session through JAX's persistent compilation cache.
+jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="gudjax-jax-cache-"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+@contextlib.contextmanager
+def count_compiles(name: str):
+    """Counts XLA compilations of jitted functions called `name` inside the block."""
+    seen = []
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            msg = record.getMessage()
+            if msg.startswith(f"Compiling jit({name})") or msg.startswith(f"Compiling {name}"):
+                seen.append(msg)
+
+    handler = Handler(level=logging.DEBUG)
+    logger = logging.getLogger("jax._src.interpreters.pxla")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    with jax.log_compiles(True):
+        try:
+            yield seen
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(old_level)

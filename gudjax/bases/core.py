@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import zipfile
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -292,8 +293,12 @@ def load_basis(path: str | os.PathLike) -> Basis:
     try:
         with np.load(os.fspath(path)) as f:
             return Basis.from_arrays({k: f[k] for k in f.files})
-    except (OSError, ValueError, KeyError) as e:  # zipfile errors are OSError/ValueError
-        raise ValueError(f"cannot read basis file {os.fspath(path)}: {e}; delete it to refit") from e
+    # a truncated .npz raises zipfile.BadZipFile (neither OSError nor ValueError) or EOFError
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        reason = " ".join(str(e).split())  # one line
+        raise ValueError(
+            f"cannot read basis file {os.fspath(path)}: {reason}; delete it to refit"
+        ) from e
 
 
 # -------------------------------------------------------------------- fitting

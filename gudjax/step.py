@@ -1,0 +1,185 @@
+"""The pure, per-device training step and the network-as-score-function glue.
+
+The step is written for ONE device holding a slice of the global batch; gradients and
+metrics are averaged with `lax.pmean` over the mesh axis "data". `train.py` maps it over
+all devices with `jax.shard_map` on a 1-D mesh (STYLE rule 4).
+
+Randomness (STYLE rule 5): rng = fold_in(root, step). Times, family parameters and noise
+are drawn with the GLOBAL batch shape and each device takes its own slice, so an 8-device
+step equals the same step on one device with the full batch, and every example gets
+different noise. Dropout masks are folded with the device index as well.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from gudjax import process
+from gudjax.models import apply_model
+
+Array = Any
+AXIS = "data"
+
+
+# ------------------------------------------------------------------ optimiser and state
+def make_optimizer(optim, num_steps: int) -> optax.GradientTransformation:
+    """AdamW with linear warm-up (then constant or cosine decay) and global-norm clipping."""
+    warmup = int(optim.get("warmup_steps", 0))
+    decay = optim.get("decay", "constant")
+    if decay == "cosine":
+        lr = optax.warmup_cosine_decay_schedule(
+            0.0, optim.lr, max(warmup, 1), max(num_steps, warmup + 1), end_value=optim.lr * 0.1
+        )
+    elif decay == "constant":
+        lr = optax.linear_schedule(0.0, optim.lr, max(warmup, 1)) if warmup else optim.lr
+        if warmup:
+            lr = optax.join_schedules([lr, optax.constant_schedule(optim.lr)], [warmup])
+    else:
+        raise ValueError(f"unknown config.optim.decay '{decay}'; allowed: constant, cosine")
+    return optax.chain(
+        optax.clip_by_global_norm(optim.grad_clip),
+        optax.adamw(lr, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay),
+    )
+
+
+def init_train_state(params, tx) -> dict:
+    """{'params', 'ema_params', 'opt_state', 'step'}: everything a checkpoint holds."""
+    return {
+        "params": params,
+        "ema_params": jax.tree.map(jnp.copy, params),
+        "opt_state": tx.init(params),
+        "step": jnp.zeros((), jnp.int32),
+    }
+
+
+# ------------------------------------------------------------------ network glue
+def conditioning(basis, schedule, state: process.NoiseState, t: Array) -> dict:
+    """Inputs of the network besides the image: γ tokens, γ map and t (SPEC §5)."""
+    gamma_tilde = state.gamma - schedule.rho
+    return {
+        "gamma_groups": process.group_gamma_stats(gamma_tilde, basis.groups, basis.num_groups),
+        "gamma_map": gamma_tilde.reshape(gamma_tilde.shape[0], *basis.shape),
+        "t": t,
+    }
+
+
+def network_eps(graphdef, params, basis, schedule, z_t, state, t, *, train=False, rng=None):
+    """ε̂ in component space: the network sees the whitened image Uᵀz_t and returns Uᵀε̂."""
+    cond = conditioning(basis, schedule, state, t)
+    eps_img = apply_model(graphdef, params, basis.to_image(z_t), train=train, rng=rng, **cond)
+    return basis.from_image(eps_img)
+
+
+def make_score_fn(graphdef, params, basis, schedule, family_params: Mapping | None = None):
+    """score_fn(z (B, D), t) = −ε̂/σ for one member of the schedule family (for samplers)."""
+
+    def score_fn(z, t):
+        s = process.noise_state(schedule, t, family_params)
+        b = z.shape[0]
+        state = jax.tree.map(lambda a: jnp.broadcast_to(a, (b, *a.shape)), s)
+        tb = jnp.full((b,), t, jnp.float32)
+        eps = network_eps(graphdef, params, basis, schedule, z, state, tb)
+        return process.eps_to_score(eps, state.sigma)
+
+    return score_fn
+
+
+# ------------------------------------------------------------------ the step
+def _local_slice(x: Array, local: int) -> Array:
+    """This device's rows of a globally drawn array (axis 0)."""
+    start = lax.axis_index(AXIS) * local
+    return lax.dynamic_slice_in_dim(x, start, local, axis=0)
+
+
+def draw_randomness(rng, *, global_batch: int, local: int, dim: int, family_ranges: dict):
+    """This device's (t, family params, ε): drawn with the global batch shape, then sliced."""
+    k_t, k_fam, k_eps = jax.random.split(rng, 3)
+    t = _local_slice(process.stratified_times(k_t, global_batch), local)
+    fam = process.sample_family_params(k_fam, family_ranges, global_batch) if family_ranges else {}
+    fam = {k: _local_slice(v, local) for k, v in fam.items()}
+    eps = _local_slice(jax.random.normal(k_eps, (global_batch, dim), jnp.float32), local)
+    return t, fam, eps
+
+
+def loss_fn(params, graphdef, basis, schedule, x, rng, *, family_ranges, weighting, global_batch):
+    k_draw, k_drop = jax.random.split(rng)
+    t, fam, eps = draw_randomness(
+        k_draw, global_batch=global_batch, local=x.shape[0], dim=basis.dim,
+        family_ranges=family_ranges,
+    )
+    state = process.batch_noise_state(schedule, t, fam or None)
+    z0 = basis.encode(x)
+    z_t = process.forward_sample(z0, state, eps)
+    k_drop = jax.random.fold_in(k_drop, lax.axis_index(AXIS))
+    eps_hat = network_eps(graphdef, params, basis, schedule, z_t, state, t, train=True, rng=k_drop)
+    loss = jnp.mean(process.eps_loss(eps_hat, eps, state, weighting=weighting))
+    return loss
+
+
+def train_step(
+    state: dict,
+    basis,
+    schedule,
+    x: Array,
+    root_rng: Array,
+    *,
+    graphdef,
+    tx: optax.GradientTransformation,
+    family_ranges: tuple,
+    weighting: str,
+    ema_decay: float,
+):
+    """One optimisation step on this device's slice x (B_local, H, W, C) of the batch.
+
+    Returns the new state (identical on every device) and pmean'd metrics.
+    """
+    global_batch = x.shape[0] * lax.axis_size(AXIS)
+    rng = jax.random.fold_in(root_rng, state["step"])
+    grad_fn = jax.value_and_grad(loss_fn)
+    loss, grads = grad_fn(
+        state["params"], graphdef, basis, schedule, x, rng,
+        family_ranges=dict(family_ranges), weighting=weighting, global_batch=global_batch,
+    )
+    grads = lax.pmean(grads, AXIS)
+    loss = lax.pmean(loss, AXIS)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema_params"], params)
+    new_state = {"params": params, "ema_params": ema, "opt_state": opt_state, "step": state["step"] + 1}
+    metrics = {
+        "loss": loss,
+        "grad_norm": optax.global_norm(grads),
+        "param_norm": optax.global_norm(params),  # non-finite ⇒ never checkpoint these params
+    }
+    return new_state, metrics
+
+
+def make_sharded_train_step(mesh, *, graphdef, tx, family_ranges, weighting, ema_decay):
+    """jit(shard_map(train_step)): state/basis/schedule/rng replicated, batch split on 'data'.
+
+    The state argument is donated. Inputs must already be placed (see train.place_*).
+    """
+    from jax.sharding import PartitionSpec as P
+
+    step = functools.partial(
+        train_step,
+        graphdef=graphdef,
+        tx=tx,
+        family_ranges=tuple(sorted((k, tuple(map(float, v))) for k, v in family_ranges.items())),
+        weighting=weighting,
+        ema_decay=float(ema_decay),
+    )
+    mapped = jax.shard_map(
+        step,
+        mesh=mesh,
+        in_specs=(P(), P(), P(), P(AXIS), P()),
+        out_specs=(P(), P()),
+    )
+    return jax.jit(mapped, donate_argnums=(0,))

@@ -1,0 +1,429 @@
+"""Training loop and IO: `train_and_evaluate(config, workdir)`.
+
+The workdir is the run's identity (STYLE rule 6): starting a run in a workdir that holds
+checkpoints resumes it at the saved step, with the same data order continuation
+(batches are a pure function of (seed, process, step)) and the same randomness
+(rng = fold_in(root, step)). The basis statistics are fitted once from the training split
+and stored as `basis.npz` in the workdir and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import gudjax
+from gudjax import bases, input_pipeline, plotting, schedules, step
+from gudjax.checkpointing import Checkpointer
+from gudjax.models import count_params, create_model
+
+log = logging.getLogger("gudjax")
+
+#: Config fields that may change between restarts of the same run (they do not change
+#: what is being trained).
+MUTABLE_FIELDS = (
+    "train.num_steps", "train.log_every", "train.checkpoint_every", "train.sample_every",
+    "train.keep_checkpoints", "train.progress", "allow_config_change", "data.data_dir",
+    "sample", "eval",
+)
+
+
+class TrainingError(RuntimeError):
+    """A user-facing, one-line training failure (non-finite loss, config mismatch)."""
+
+
+# ------------------------------------------------------------------ distributed setup
+def maybe_initialize_distributed() -> None:
+    """jax.distributed.initialize() only when a multi-process environment is detected."""
+    env = os.environ
+    if jax.process_count() > 1 or env.get("GUDJAX_NO_DISTRIBUTED"):
+        return
+    if "JAX_COORDINATOR_ADDRESS" in env and int(env.get("JAX_NUM_PROCESSES", "1")) > 1:
+        jax.distributed.initialize(
+            coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(env["JAX_NUM_PROCESSES"]),
+            process_id=int(env["JAX_PROCESS_ID"]),
+            initialization_timeout=int(env.get("JAX_INIT_TIMEOUT", "120")),
+        )
+    elif env.get("TPU_WORKER_HOSTNAMES", "").count(",") >= 1 or "SLURM_NTASKS" in env and int(
+        env.get("SLURM_NTASKS", "1")
+    ) > 1:
+        jax.distributed.initialize()
+
+
+def make_mesh() -> jax.sharding.Mesh:
+    return jax.make_mesh((jax.device_count(),), (step.AXIS,))
+
+
+def replicate(tree, mesh):
+    sharding = NamedSharding(mesh, P())
+    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+
+
+def shard_batch(local_batch: np.ndarray, mesh) -> jax.Array:
+    """Place this process' slice of the global batch on the 'data' axis (multi-host safe)."""
+    return jax.make_array_from_process_local_data(NamedSharding(mesh, P(step.AXIS)), local_batch)
+
+
+# ------------------------------------------------------------------ config helpers
+def validate_config(config) -> None:
+    """Checks a user can get wrong, each a one-line ValueError naming the field."""
+    n_dev = jax.device_count()
+    if config.batch_size % n_dev:
+        raise ValueError(
+            f"config.batch_size={config.batch_size} is not divisible by the {n_dev} devices; "
+            f"use a multiple of {n_dev}"
+        )
+    for name, rng in dict(config.get("family", {})).items():
+        lo, hi = (float(v) for v in rng)
+        if lo > hi:
+            raise ValueError(f"config.family.{name}=({lo}, {hi}) has min > max; swap the bounds")
+    sched = config.schedule.name
+    if sched not in schedules.SCHEDULES:
+        raise ValueError(
+            f"unknown config.schedule.name '{sched}'; allowed: {', '.join(schedules.SCHEDULES)}"
+        )
+    allowed = schedules.FAMILY_PARAMS[sched]
+    for name in dict(config.get("family", {})):
+        if name not in allowed:
+            raise ValueError(
+                f"config.family.{name}: schedule '{sched}' has parameters {list(allowed) or 'none'}"
+            )
+    bases.get_spec(config.basis.name)
+    if config.train.loss_weighting not in ("unweighted", "elbo"):
+        raise ValueError(
+            f"unknown config.train.loss_weighting '{config.train.loss_weighting}'; "
+            "allowed: unweighted, elbo"
+        )
+
+
+def basis_options(config) -> dict:
+    opts = dict(config.basis)
+    opts.pop("name")
+    opts.pop("whiten", None)
+    return opts
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def check_config_change(config, workdir: str) -> None:
+    """Refuse to continue a run whose stored config differs (unless allow_config_change)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path) or config.get("allow_config_change", False):
+        return
+    with open(path) as f:
+        old = _flatten(json.load(f))
+    new = _flatten(json.loads(config.to_json_best_effort()))
+    diffs = [
+        k for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k) and not any(k == m or k.startswith(m + ".") for m in MUTABLE_FIELDS)
+    ]
+    if diffs:
+        k = diffs[0]
+        raise TrainingError(
+            f"workdir {workdir} holds a run with a different config ({k}: {old.get(k)!r} → "
+            f"{new.get(k)!r}{' and more' if len(diffs) > 1 else ''}); use a fresh --workdir or "
+            "pass --config.allow_config_change=True"
+        )
+
+
+def family_member(config, overrides: dict | None = None) -> dict:
+    """The family parameters used for sampling/evaluation: config.schedule defaults
+    overridden by config.sample (e.g. --config.sample.a=1.2) and `overrides`."""
+    names = schedules.FAMILY_PARAMS[config.schedule.name]
+    out = {k: float(config.schedule[k]) for k in names if k in config.schedule}
+    sample_cfg = config.get("sample", ml_collections.ConfigDict())
+    for k in names:
+        if k in sample_cfg and sample_cfg[k] is not None:
+            out[k] = float(sample_cfg[k])
+    out.update(overrides or {})
+    return out
+
+
+# ------------------------------------------------------------------ basis
+def fit_or_load_basis(config, workdir: str) -> bases.Basis:
+    """Fit the basis from the training split once; later runs load `workdir/basis.npz`."""
+    path = os.path.join(workdir, "basis.npz")
+    if os.path.exists(path):
+        basis = bases.load_basis(path)
+        want = (config.basis.name, bool(config.basis.whiten))
+        if (basis.kind, basis.whiten) != want:
+            raise TrainingError(
+                f"{path} holds a '{basis.kind}' basis (whiten={basis.whiten}) but the config asks "
+                f"for {want}; use a fresh --workdir"
+            )
+        return basis
+    shape = input_pipeline.image_shape(config.data)
+    bases.check_image_shape(config.basis.name, shape, **basis_options(config))
+    batches = (
+        input_pipeline.to_model_input(b) for b in input_pipeline.fit_batches(config.data, batch_size=256)
+    )
+    basis = bases.fit_basis(
+        config.basis.name, batches, whiten=bool(config.basis.whiten), **basis_options(config)
+    )
+    if jax.process_index() == 0:
+        bases.save_basis(path, basis)
+    return basis
+
+
+# ------------------------------------------------------------------ generation
+def generate(
+    graphdef, params, basis, schedule, family_params: dict, *, num: int, rng, solver: str = "sde",
+    num_steps: int = 250,
+) -> np.ndarray:
+    """Images in [-1, 1], (num, H, W, C), from the reverse SDE or the Heun PF-ODE."""
+    from gudjax import sampling
+    fam = {k: jnp.asarray(v, jnp.float32) for k, v in family_params.items()} or None
+    if solver not in ("sde", "ode"):
+        raise ValueError(f"unknown config.sample.solver '{solver}'; allowed: sde, ode")
+
+    @jax.jit
+    def run(params, basis, schedule, fam, rng):
+        score_fn = step.make_score_fn(graphdef, params, basis, schedule, fam)
+        gamma_fn = lambda t: schedule.gamma(t, fam)
+        k1, k2 = jax.random.split(rng)
+        z1 = jax.random.normal(k1, (num, basis.dim))
+        if solver == "sde":
+            z0 = sampling.sde_sample(k2, score_fn, gamma_fn, z1, num_steps)
+        else:
+            z0 = sampling.ode_sample(score_fn, gamma_fn, z1, num_steps)
+        return jnp.clip(basis.decode(z0), -1.0, 1.0)
+
+    return np.asarray(run(params, basis, schedule, fam, rng))
+
+
+# ------------------------------------------------------------------ the loop
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks: checkpoint, wait, exit 0."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+class _Writer:
+    """Metrics as JSONL + TensorBoard event files; only process 0 writes."""
+
+    def __init__(self, workdir: str):
+        self.active = jax.process_index() == 0
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.tb = None
+        if self.active:
+            try:
+                from tensorboardX import SummaryWriter
+
+                self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+            except Exception as e:  # pragma: no cover - optional
+                log.warning("TensorBoard writer unavailable: %s", e)
+
+    def write(self, step_: int, scalars: dict) -> None:
+        if not self.active:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": int(step_), **{k: float(v) for k, v in scalars.items()}}) + "\n")
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, float(v), int(step_))
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()
+
+
+def build(config, workdir: str):
+    """Everything a run needs: mesh, basis, schedule, model, optimiser, data, checkpointer."""
+    validate_config(config)
+    mesh = make_mesh()
+    basis = fit_or_load_basis(config, workdir)
+    schedule = schedules.schedule_from_config(config.schedule, basis)
+    root = jax.random.PRNGKey(config.seed)
+    graphdef, params = create_model(
+        config.model, image_shape=basis.shape, num_groups=basis.num_groups,
+        rng=jax.random.fold_in(root, 1),
+    )
+    tx = step.make_optimizer(config.optim, config.train.num_steps)
+    state = step.init_train_state(params, tx)
+    ckpt = Checkpointer(
+        os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints,
+        async_save=True,
+    )
+    return mesh, basis, schedule, graphdef, tx, state, ckpt, root
+
+
+def restore_state(ckpt: Checkpointer, state: dict, mesh):
+    """Restore the newest readable checkpoint into `state`'s structure (or return None)."""
+    sharding = NamedSharding(mesh, P())
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
+    return ckpt.restore(abstract)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Train (or resume) the run in `workdir`; returns a summary dict."""
+    maybe_initialize_distributed()
+    os.makedirs(workdir, exist_ok=True)
+    check_config_change(config, workdir)
+    is_main = jax.process_index() == 0
+    log.info(
+        "gudjax %s | process %d/%d | %d local / %d global devices (%s) | workdir %s",
+        gudjax.__version__, jax.process_index(), jax.process_count(), jax.local_device_count(),
+        jax.device_count(), jax.devices()[0].platform, workdir,
+    )
+    mesh, basis, schedule, graphdef, tx, state, ckpt, root = build(config, workdir)
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+    restored = restore_state(ckpt, state, mesh)
+    start = 0
+    if restored is not None:
+        start, state, _ = restored
+        log.info("resumed from checkpoint at step %d", start)
+    state = replicate(state, mesh)
+    basis_r, schedule_r, root_r = replicate((basis, schedule, root), mesh)
+    data = input_pipeline.TrainData(
+        config.data, global_batch_size=config.batch_size, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+    )
+    train_step = step.make_sharded_train_step(
+        mesh, graphdef=graphdef, tx=tx, family_ranges=dict(config.get("family", {})),
+        weighting=config.train.loss_weighting, ema_decay=config.optim.ema_decay,
+    )
+    num_steps = config.train.num_steps
+    writer = _Writer(workdir)
+    sample_dir = os.path.join(workdir, "samples")
+    os.makedirs(sample_dir, exist_ok=True)
+    meta = {"config": json.loads(config.to_json_best_effort()), "gudjax": gudjax.__version__}
+    log.info("model: %s parameters", f"{count_params(state['params']):,}")
+
+    pending: list[tuple[int, dict]] = []
+    last_saved = start if restored is not None else None
+    t_last, steps_since = time.time(), 0
+
+    def flush() -> float | None:
+        """Fetch queued metrics, fail on non-finite loss, write them; returns last loss."""
+        nonlocal pending
+        last = None
+        for s, m in pending:
+            m = jax.device_get(m)
+            if not (np.isfinite(m["loss"]) and np.isfinite(m["param_norm"])):
+                what = "loss" if not np.isfinite(m["loss"]) else "parameters"
+                raise TrainingError(
+                    f"{what} became non-finite at step {s}; last good checkpoint: "
+                    f"{'step ' + str(last_saved) if last_saved is not None else 'none'} (kept). "
+                    "Lower config.optim.lr or check the data"
+                )
+            if s % config.train.log_every == 0 or s == num_steps:
+                writer.write(s, m)
+            last = float(m["loss"])
+        pending = []
+        return last
+
+    def save(s: int) -> None:
+        nonlocal last_saved
+        flush()
+        ckpt.save(s, jax.device_get(state), meta=meta)
+        last_saved = s
+
+    progress = None
+    if is_main and config.train.get("progress", True):
+        from tqdm import tqdm
+
+        progress = tqdm(total=num_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    last_loss = None
+    s = start
+    try:
+        with _Preemption() as pre:
+            for s in range(start + 1, num_steps + 1):
+                batch = input_pipeline.to_model_input(data.batch(s - 1))
+                state, metrics = train_step(state, basis_r, schedule_r, shard_batch(batch, mesh), root_r)
+                pending.append((s, metrics))
+                steps_since += 1
+                if s % config.train.log_every == 0 or s == num_steps:
+                    last_loss = flush()
+                    now = time.time()
+                    rate = steps_since / max(now - t_last, 1e-9)
+                    t_last, steps_since = now, 0
+                    writer.write(s, {"steps_per_sec": rate})
+                    if progress is not None:
+                        progress.set_postfix(loss=f"{last_loss:.4f}", steps_s=f"{rate:.2f}")
+                if progress is not None:
+                    progress.update(1)
+                if s % config.train.checkpoint_every == 0 or s == num_steps:
+                    save(s)
+                if config.train.sample_every and s % config.train.sample_every == 0 and is_main:
+                    write_samples(config, graphdef, state["ema_params"], basis, schedule,
+                                  os.path.join(sample_dir, f"samples_{s:07d}.png"), s)
+                if pre.requested:
+                    log.warning("SIGTERM: checkpointing step %d and exiting", s)
+                    if last_saved != s:
+                        save(s)
+                    break
+    finally:
+        if progress is not None:
+            progress.close()
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
+    last_loss = flush() or last_loss
+    return {"step": s, "loss": last_loss, "workdir": workdir, "basis": basis, "schedule": schedule,
+            "graphdef": graphdef, "state": state}
+
+
+def write_samples(config, graphdef, params, basis, schedule, path: str, seed_step: int) -> str:
+    sample_cfg = config.get("sample", ml_collections.ConfigDict())
+    images = generate(
+        graphdef, params, basis, schedule, family_member(config),
+        num=int(sample_cfg.get("num", 64)), rng=jax.random.PRNGKey(seed_step),
+        solver=sample_cfg.get("solver", "sde"), num_steps=int(sample_cfg.get("steps", 250)),
+    )
+    plotting.save_image_grid(images, path)
+    return path
+
+
+def report_files(config, workdir: str, result: dict) -> dict[str, str]:
+    """Final sample grid, loss curve and γ(t) plot of a finished run."""
+    state = result["state"]
+    out = {}
+    out["samples"] = write_samples(
+        config, result["graphdef"], jax.device_get(state["ema_params"]), result["basis"],
+        result["schedule"], os.path.join(workdir, "samples.png"), 10**6 + int(result["step"]),
+    )
+    out["loss_plot"] = plotting.plot_loss(
+        os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "loss.png")
+    )
+    fam = {k: jnp.asarray(v) for k, v in family_member(config).items()}
+    out["gamma_plot"] = plotting.plot_gamma(
+        result["schedule"], fam or None, os.path.join(workdir, "gamma.png")
+    )
+    return out

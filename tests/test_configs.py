@@ -1,0 +1,54 @@
+"""Every configs/*.py loads (with and without runlocal) and command-line overrides apply."""
+
+import glob
+import os
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from gudjax import input_pipeline, schedules
+from gudjax.config_base import load_config_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+CONFIGS = [c for c in CONFIGS if not os.path.basename(c).startswith("_")]
+
+
+def test_there_are_configs():
+    names = {os.path.basename(c) for c in CONFIGS}
+    assert {"digits_haar.py", "digits_pca.py"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+@pytest.mark.parametrize("arg", [None, "runlocal"])
+def test_config_loads_and_is_consistent(path, arg):
+    c = load_config_file(path, arg)
+    assert c.schedule.name in schedules.SCHEDULES
+    for name, (lo, hi) in dict(c.family).items():
+        assert name in schedules.FAMILY_PARAMS[c.schedule.name]
+        assert lo <= hi
+    assert input_pipeline.image_shape(c.data)[0] == c.data.image_size
+    if arg == "runlocal":
+        assert c.train.num_steps <= 1000
+
+
+def test_command_line_overrides_apply():
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=fv)
+    fv([
+        "prog",
+        f"--config={os.path.join(ROOT, 'configs', 'digits_pca.py')}:runlocal,whiten=1",
+        "--config.optim.lr=0.01",
+        "--config.sample.a=1.25",
+        "--config.model.ch=16",
+    ])
+    c = fv.config
+    assert c.basis.whiten is True and c.basis.name == "pca"
+    assert c.optim.lr == 0.01 and c.sample.a == 1.25 and c.model.ch == 16
+    assert c.train.num_steps <= 1000
+
+
+def test_missing_config_file_is_one_line_error():
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config_file("configs/nope.py")

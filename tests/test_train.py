@@ -1,0 +1,227 @@
+"""Training: data-parallel step, retracing, checkpoint round trip, resume, bad input."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from conftest import count_compiles
+
+from configs import digits_haar
+from gudjax import bases, input_pipeline, schedules, step, train
+from gudjax.checkpointing import CheckpointError, Checkpointer
+from gudjax.models import create_model
+
+
+def tiny_config(data_dir, **overrides):
+    c = digits_haar.get_config("runlocal")
+    c.data.data_dir = str(data_dir)
+    c.batch_size = 16
+    m = c.model
+    m.ch, m.ch_mult, m.num_res_blocks = 8, (1, 2), 1
+    m.attn_resolutions, m.cross_attn_resolutions = (4,), (4,)
+    m.token_dim, m.num_heads, m.dropout = 16, 2, 0.0
+    c.optim.decay, c.optim.warmup_steps = "constant", 2
+    c.train.num_steps, c.train.log_every, c.train.checkpoint_every = 4, 1, 2
+    c.train.progress = False
+    c.sample.num, c.sample.steps = 4, 5
+    for k, v in overrides.items():
+        node = c
+        *path, leaf = k.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = v
+    return c
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="module")
+def setup(data_dir):
+    """A fitted basis, schedule, tiny model and optimiser on digits."""
+    c = tiny_config(data_dir)
+    batches = (input_pipeline.to_model_input(b) for b in input_pipeline.fit_batches(c.data))
+    basis = bases.fit_basis("haar", batches, whiten=True, levels=3)
+    schedule = schedules.schedule_from_config(c.schedule, basis)
+    graphdef, params = create_model(
+        c.model, image_shape=basis.shape, num_groups=basis.num_groups, rng=jax.random.PRNGKey(0)
+    )
+    tx = step.make_optimizer(c.optim, c.train.num_steps)
+    data = input_pipeline.TrainData(c.data, global_batch_size=16, seed=0)
+    return c, basis, schedule, graphdef, params, tx, data
+
+
+def _run_steps(mesh, setup, n_steps):
+    c, basis, schedule, graphdef, params, tx, data = setup
+    fn = step.make_sharded_train_step(
+        mesh, graphdef=graphdef, tx=tx, family_ranges=dict(c.family), weighting="unweighted",
+        ema_decay=0.9,
+    )
+    state = train.replicate(step.init_train_state(jax.tree.map(jnp.copy, params), tx), mesh)
+    args = train.replicate((basis, schedule, jax.random.PRNGKey(3)), mesh)
+    losses = []
+    for s in range(n_steps):
+        x = input_pipeline.to_model_input(data.batch(s))
+        state, metrics = fn(state, *args[:2], train.shard_batch(x, mesh), args[2])
+        losses.append(float(metrics["loss"]))
+    return jax.device_get(state), losses, fn
+
+
+def test_data_parallel_step_equals_single_device(setup):
+    assert jax.device_count() == 8
+    mesh8 = train.make_mesh()
+    mesh1 = jax.make_mesh((1,), (step.AXIS,), devices=jax.devices()[:1])
+    with count_compiles("train_step") as compiles:
+        s8, l8, fn8 = _run_steps(mesh8, setup, 3)
+    s1, l1, _ = _run_steps(mesh1, setup, 3)
+    np.testing.assert_allclose(l8, l1, rtol=2e-5)
+    for a, b in zip(jax.tree.leaves(s8["params"]), jax.tree.leaves(s1["params"]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # three steps, one compilation: no retrace across steps (step counter is traced data)
+    assert len(compiles) == 1, compiles
+
+
+def test_noise_differs_across_devices_and_matches_global_draw():
+    mesh = train.make_mesh()
+    rng = jax.random.PRNGKey(0)
+    ranges = {"a": (0.0, 2.0)}
+
+    def per_device(x):
+        t, fam, eps = step.draw_randomness(rng, global_batch=16, local=x.shape[0], dim=5,
+                                           family_ranges=ranges)
+        return t, fam["a"], eps
+
+    x = jax.device_put(jnp.zeros((16, 1)), NamedSharding(mesh, P(step.AXIS)))
+    sharded = jax.shard_map(per_device, mesh=mesh, in_specs=P(step.AXIS), out_specs=P(step.AXIS))
+    t8, a8, eps8 = jax.jit(sharded)(x)
+    mesh1 = jax.make_mesh((1,), (step.AXIS,), devices=jax.devices()[:1])
+    single = jax.shard_map(per_device, mesh=mesh1, in_specs=P(step.AXIS), out_specs=P(step.AXIS))
+    x1 = jax.device_put(jnp.zeros((16, 1)), NamedSharding(mesh1, P(step.AXIS)))
+    t1, a1, eps1 = jax.jit(single)(x1)
+    np.testing.assert_array_equal(eps8, eps1)
+    np.testing.assert_array_equal(t8, t1)
+    np.testing.assert_array_equal(a8, a1)
+    eps8 = np.asarray(eps8)
+    assert len({tuple(np.round(r, 6)) for r in eps8}) == 16  # every example its own noise
+    assert np.all((np.asarray(a8) >= 0.0) & (np.asarray(a8) <= 2.0))
+
+
+def test_no_retrace_across_family_parameter_values(setup):
+    c, basis, schedule, graphdef, params, tx, _ = setup
+    def score_at(p, fam):
+        return step.make_score_fn(graphdef, p, basis, schedule, fam)(jnp.zeros((2, basis.dim)), 0.5)
+
+    fn = jax.jit(score_at)
+    with count_compiles("score_at") as compiles:
+        for a in (0.1, 0.7, 1.9):
+            fn(params, {"a": jnp.asarray(a)})
+    assert len(compiles) == 1, compiles
+
+
+def test_checkpoint_round_trip_of_train_state(setup, tmp_path):
+    mesh = train.make_mesh()
+    state, _, _ = _run_steps(mesh, setup, 2)
+    with Checkpointer(tmp_path / "ck", async_save=True) as ck:
+        ck.save(2, state, meta={"note": "x"})
+    with Checkpointer(tmp_path / "ck") as ck:
+        step_, restored, meta = train.restore_state(ck, state, mesh)
+    assert step_ == 2 and meta["note"] == "x"
+    assert jax.tree.structure(restored) == jax.tree.structure(state)
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow
+def test_resume_equals_uninterrupted(data_dir, tmp_path):
+    full = train.train_and_evaluate(tiny_config(data_dir, **{"train.num_steps": 6}), str(tmp_path / "a"))
+    # "interrupted" run: stops at step 3 (checkpoint), then the same command continues to 6
+    wd = str(tmp_path / "b")
+    part = train.train_and_evaluate(
+        tiny_config(data_dir, **{"train.num_steps": 3, "train.checkpoint_every": 3}), wd)
+    assert part["step"] == 3
+    resumed = train.train_and_evaluate(
+        tiny_config(data_dir, **{"train.num_steps": 6, "train.checkpoint_every": 3}), wd)
+    assert resumed["step"] == 6
+    for key in ("params", "ema_params", "opt_state"):
+        for a, b in zip(jax.tree.leaves(jax.device_get(full["state"][key])),
+                        jax.tree.leaves(jax.device_get(resumed["state"][key])), strict=True):
+            np.testing.assert_array_equal(a, b)
+    rows = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert os.path.exists(os.path.join(wd, "basis.npz"))
+    assert json.load(open(os.path.join(wd, "config.json")))["basis"]["name"] == "haar"
+
+
+def test_checkpoint_from_different_model_shape_is_one_line_error(data_dir, tmp_path):
+    wd = str(tmp_path / "r")
+    train.train_and_evaluate(tiny_config(data_dir, **{"train.num_steps": 2}), wd)
+    c = tiny_config(data_dir, **{"train.num_steps": 4, "model.ch": 16, "allow_config_change": True})
+    with pytest.raises(CheckpointError) as e:
+        train.train_and_evaluate(c, wd)
+    msg = str(e.value)
+    assert "\n" not in msg and "fresh --workdir" in msg
+
+
+def test_config_change_refused_unless_allowed(data_dir, tmp_path):
+    wd = str(tmp_path / "r")
+    train.train_and_evaluate(tiny_config(data_dir, **{"train.num_steps": 2}), wd)
+    with pytest.raises(train.TrainingError, match="allow_config_change"):
+        train.train_and_evaluate(tiny_config(data_dir, **{"optim.lr": 0.5}), wd)
+
+
+def test_non_finite_loss_stops_run_and_keeps_last_good_checkpoint(data_dir, tmp_path):
+    wd = str(tmp_path / "nan")
+    train.train_and_evaluate(tiny_config(data_dir, **{"train.num_steps": 2}), wd)
+    ck_dir = os.path.join(wd, "checkpoints")
+    assert sorted(os.listdir(ck_dir)) == ["2"]
+    bad = tiny_config(data_dir, **{"train.num_steps": 8, "optim.lr": 1e30, "optim.grad_clip": 1e30,
+                                  "allow_config_change": True})
+    with pytest.raises(train.TrainingError, match=r"non-finite at step \d+") as e:
+        train.train_and_evaluate(bad, wd)
+    assert "\n" not in str(e.value) and "last good checkpoint: step" in str(e.value)
+    mesh, *_, state, ck, _ = train.build(tiny_config(data_dir), wd)
+    for s in sorted(int(d) for d in os.listdir(ck_dir) if d.isdigit()):
+        restored_step, restored, _ = ck.restore(
+            jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state), step=s)
+        assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored)), s
+    ck.close()
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ({"data.name": "mnist_nope"}, "allowed: digits"),
+        ({"data.image_size": 32}, "config.data.image_size"),
+        ({"basis.name": "wavelet9"}, "allowed:"),
+        ({"schedule.name": "zigzag"}, "allowed:"),
+        ({"family": {"a": (2.0, 0.5)}}, "min > max"),
+        ({"batch_size": 12}, "not divisible"),
+        ({"train.loss_weighting": "snr"}, "allowed: unweighted, elbo"),
+    ],
+)
+def test_bad_config_values_give_one_line_errors(data_dir, tmp_path, override, match):
+    c = tiny_config(data_dir)
+    for k, v in override.items():
+        if k == "family":
+            c.family.a = v["a"]
+        else:
+            tiny = tiny_config(data_dir, **{k: v})
+            c = tiny
+    with pytest.raises(ValueError, match=match) as e:
+        train.train_and_evaluate(c, str(tmp_path / "bad"))
+    assert "\n" not in str(e.value)
+
+
+def test_missing_prepared_dataset_names_the_command(tmp_path):
+    c = tiny_config(tmp_path / "empty", **{"data.name": "cifar10", "data.image_size": 32,
+                                           "data.channels": 3})
+    with pytest.raises(input_pipeline.DatasetNotFoundError, match="tfds build cifar10"):
+        train.train_and_evaluate(c, str(tmp_path / "wd"))
