@@ -8,26 +8,25 @@ import os
 import jax
 import numpy as np
 
-from gudjax import plotting, train
+from gudjax import plotting
+from gudjax import train as training
 from gudjax.checkpointing import CheckpointError
 
 log = logging.getLogger("gudjax")
 
-USER_ERRORS = (ValueError, train.TrainingError, CheckpointError)
+USER_ERRORS = (ValueError, training.TrainingError, CheckpointError)
 
 
-def train(config, workdir: str) -> dict:  # noqa: F811 - the mode, not the module
-    result = train_module.train_and_evaluate(config, workdir)
+def train(config, workdir: str) -> dict:
+    result = training.train_and_evaluate(config, workdir)
     files = {}
     if jax.process_index() == 0:
-        files = train_module.report_files(config, workdir, result)
+        files = training.report_files(config, workdir, result)
         log.info("step %d, final loss %.4f", result["step"], result["loss"] or float("nan"))
         for k, v in files.items():
             log.info("%-10s %s", k, v)
     return {**result, "files": files}
 
-
-train_module = train  # keep a handle on the module; `train` above is the mode
 
 
 def load_trained(config, workdir: str):
@@ -37,10 +36,10 @@ def load_trained(config, workdir: str):
         raise CheckpointError(
             f"no checkpoint in {workdir}; train first with --mode=train --workdir={workdir}"
         )
-    train_module.check_config_change(config, workdir)
-    mesh, basis, schedule, graphdef, _, state, ckpt, _ = train_module.build(config, workdir)
+    training.check_config_change(config, workdir)
+    mesh, basis, schedule, graphdef, _, state, ckpt, _ = training.build(config, workdir)
     try:
-        restored = train_module.restore_state(ckpt, state, mesh)
+        restored = training.restore_state(ckpt, state, mesh)
     finally:
         ckpt.close()
     if restored is None:
@@ -54,9 +53,9 @@ def load_trained(config, workdir: str):
 def sample(config, workdir: str) -> dict:
     """EMA parameters → samples of the configured family member: PNG grid + .npz."""
     basis, schedule, graphdef, state, step = load_trained(config, workdir)
-    fam = train_module.family_member(config)
+    fam = training.family_member(config)
     sample_cfg = config.sample
-    images = train_module.generate(
+    images = training.generate(
         graphdef, state["ema_params"], basis, schedule, fam, num=int(sample_cfg.num),
         rng=jax.random.PRNGKey(int(sample_cfg.get("seed", 0))), solver=sample_cfg.solver,
         num_steps=int(sample_cfg.steps),

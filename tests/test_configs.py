@@ -33,16 +33,18 @@ def test_config_loads_and_is_consistent(path, arg):
         assert c.train.num_steps <= 1000
 
 
-def test_command_line_overrides_apply():
+def test_command_line_overrides_apply(monkeypatch):
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "", flag_values=fv)
-    fv([
+    argv = [
         "prog",
         f"--config={os.path.join(ROOT, 'configs', 'digits_pca.py')}:runlocal,whiten=1",
         "--config.optim.lr=0.01",
         "--config.sample.a=1.25",
         "--config.model.ch=16",
-    ])
+    ]
+    monkeypatch.setattr("sys.argv", argv)  # config_flags reads the overrides from sys.argv
+    fv(argv)
     c = fv.config
     assert c.basis.whiten is True and c.basis.name == "pca"
     assert c.optim.lr == 0.01 and c.sample.a == 1.25 and c.model.ch == 16

@@ -12,6 +12,9 @@ from gudjax.schedules import make_schedule
 
 D = 16
 FAST_COMPILE = {"xla_backend_optimization_level": 0}  # small graphs: compile faster
+# jitted entry points (eager JAX compiles every primitive separately, which is slower here)
+noise_state = jax.jit(process.noise_state, compiler_options=FAST_COMPILE)
+batch_noise_state = jax.jit(process.batch_noise_state, compiler_options=FAST_COMPILE)
 
 
 def soft_schedule(**kw):
@@ -26,7 +29,7 @@ def test_forward_sample_marginal_matches_alpha_z0_and_sigma2():
     z0 = jnp.asarray(np.random.default_rng(0).normal(size=D) * 2.0, jnp.float32)
     n = 40000
     for t in (0.5, 0.7, 0.9):
-        st = process.noise_state(sched, jnp.float32(t))
+        st = noise_state(sched, jnp.float32(t))
         eps = jax.random.normal(jax.random.key(int(t * 100)), (n, D))
         zt = np.asarray(jax.jit(process.forward_sample)(z0, st, eps), np.float64)
         alpha, sigma = np.asarray(st.alpha, np.float64), np.asarray(st.sigma, np.float64)
@@ -71,16 +74,14 @@ def test_eps_score_conversion_is_an_inverse_pair():
     np.testing.assert_allclose(process.eps_to_score(sigma * z, sigma), -z, rtol=1e-6)
 
 
-@pytest.mark.parametrize("n", [1, 7, 64, 256])
+@pytest.mark.parametrize("n", [1, 7, 256])
 def test_stratified_times_one_per_stratum(n):
-    for seed in range(5):
-        t = np.asarray(process.stratified_times(jax.random.key(seed), n))
+    times = jax.jit(process.stratified_times, static_argnums=1)  # jit-able with a fixed n
+    for seed in range(8):
+        t = np.asarray(times(jax.random.key(seed), n))
         assert t.shape == (n,) and t.dtype == np.float32
         assert np.all((t >= 0.0) & (t < 1.0))
         np.testing.assert_array_equal(np.sort(np.floor(t * n).astype(int)), np.arange(n))
-    # and it is jit-able with a fixed n
-    t = jax.jit(process.stratified_times, static_argnums=1)(jax.random.key(0), n)
-    assert t.shape == (n,)
 
 
 def test_sample_family_params_ranges():
@@ -97,7 +98,7 @@ def test_eps_loss_weightings():
     rng = np.random.default_rng(2)
     b = 8
     ts = jnp.asarray(rng.uniform(0, 1, b), jnp.float32)
-    st = process.batch_noise_state(sched, ts)
+    st = batch_noise_state(sched, ts)
     eps = jnp.asarray(rng.normal(size=(b, D)), jnp.float32)
     eps_hat = jnp.asarray(rng.normal(size=(b, D)), jnp.float32)
     sq = np.asarray((eps_hat - eps) ** 2, np.float64)
@@ -106,10 +107,8 @@ def test_eps_loss_weightings():
     np.testing.assert_allclose(process.eps_loss(eps_hat, eps, st, weighting="unweighted"),
                                sq.mean(-1), rtol=1e-6)
     # elbo: ½ dγ/dt-weighted MSE, dγ/dt computed here independently by jax.jvp of γ
-    dgamma = np.stack([
-        np.asarray(jax.jvp(lambda s: sched.gamma(s), (t,), (jnp.ones_like(t),))[1])
-        for t in ts
-    ])
+    dgamma_fn = jax.jit(jax.vmap(lambda t: jax.jvp(sched.gamma, (t,), (jnp.ones_like(t),))[1]))
+    dgamma = np.asarray(dgamma_fn(ts))
     want = (0.5 * dgamma * sq).mean(-1)
     got = process.eps_loss(eps_hat, eps, st, weighting="elbo")
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
@@ -120,14 +119,18 @@ def test_eps_loss_weightings():
     assert "\n" not in msg and all(w in msg for w in process.WEIGHTINGS)
 
 
-@functools.partial(jax.jit, static_argnames=("weighting", "predictor"),
-                   compiler_options=FAST_COMPILE)
-def gaussian_losses(sched, z0, rng, params, weighting="unweighted", predictor="optimal"):
-    eps_fn = {
-        "optimal": lambda z, st, t: st.sigma * z,  # E[ε | z_t] for z0 ~ N(0, I)
-        "zero": lambda z, st, t: jnp.zeros_like(z),
-    }[predictor]
-    return process.diffusion_loss(eps_fn, sched, z0, rng, params=params, weighting=weighting)
+@functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+def gaussian_losses(sched, z0, rng, params):
+    """diffusion_loss with the optimal predictor E[ε|z_t] = σ z_t (z0 ~ N(0, I)) and ε̂ = 0."""
+    optimal = lambda z, st, t: st.sigma * z
+    zero = lambda z, st, t: jnp.zeros_like(z)
+    loss_opt, aux = process.diffusion_loss(optimal, sched, z0, rng, params=params)
+    loss_zero, aux0 = process.diffusion_loss(zero, sched, z0, rng, params=params)
+    loss_elbo, _ = process.diffusion_loss(optimal, sched, z0, rng, params=params,
+                                          weighting="elbo")
+    st = process.batch_noise_state(sched, aux["t"], params)
+    alpha2 = jnp.mean(st.alpha**2, axis=-1)
+    return loss_opt, loss_zero, loss_elbo, alpha2, aux["t"], aux0["t"]
 
 
 @pytest.mark.parametrize("kind", ["scalar_linear", "soft"])
@@ -141,26 +144,22 @@ def test_diffusion_loss_on_gaussian_data(kind):
         sched = make_schedule("soft", dim=d, labels=np.linspace(0, 3, d), a=1.0)
         params = {"a": jnp.linspace(0.0, 2.0, b)}  # per-example family parameters
     z0 = jax.random.normal(jax.random.key(0), (b, d))
-    rng = jax.random.key(1)
-    loss_opt, aux = gaussian_losses(sched, z0, rng, params)
-    loss_zero, aux0 = gaussian_losses(sched, z0, rng, params, predictor="zero")
-    t = np.asarray(aux["t"])
-    np.testing.assert_array_equal(t, aux0["t"])  # same rng → same t and ε
+    out = gaussian_losses(sched, z0, jax.random.key(1), params)
+    loss_opt, loss_zero, loss_elbo, alpha2, t, t0 = (np.asarray(v, np.float64) for v in out)
+    np.testing.assert_array_equal(t, t0)  # same rng → same t and ε
     np.testing.assert_array_equal(np.sort(np.floor(t * b)), np.arange(b))  # stratified
     assert loss_opt.shape == (b,)
-    alpha2 = np.asarray(jax.nn.sigmoid(-process.batch_noise_state(sched, aux["t"], params)
-                                       .gamma)).mean(-1)
     # per example: loss = mean_i α_i² χ²₁ ⇒ standard deviation ≈ α² √(2/d); allow 5 of them
-    assert np.all(np.abs(np.asarray(loss_opt) - alpha2) <= 0.01 + 5 * np.sqrt(2 / d) * alpha2)
+    assert np.all(np.abs(loss_opt - alpha2) <= 0.01 + 5 * np.sqrt(2 / d) * alpha2)
     np.testing.assert_allclose(loss_zero, 1.0, atol=5 * np.sqrt(2 / d))
-    assert float(loss_opt.mean()) < float(loss_zero.mean())
-    assert np.all(np.asarray(loss_opt) <= np.asarray(loss_zero) + 0.05)
+    assert loss_opt.mean() < loss_zero.mean()
+    assert np.all(loss_opt <= loss_zero + 0.05)
     np.testing.assert_allclose(loss_opt.mean(), alpha2.mean(), rtol=0.03)
     # the ELBO weighting runs too and is finite and non-negative
-    loss_elbo, _ = gaussian_losses(sched, z0, rng, params, weighting="elbo")
-    assert np.all(np.isfinite(loss_elbo)) and np.all(np.asarray(loss_elbo) >= 0)
+    assert np.all(np.isfinite(loss_elbo)) and np.all(loss_elbo >= 0)
     with pytest.raises(ValueError):
-        process.diffusion_loss(lambda z, st, t: z, sched, z0, rng, weighting="bogus")
+        process.diffusion_loss(lambda z, st, t: z, sched, z0, jax.random.key(1),
+                               weighting="bogus")
 
 
 def test_batch_noise_state_matches_per_example_state():
@@ -168,11 +167,11 @@ def test_batch_noise_state_matches_per_example_state():
                           labels2=np.tile(np.linspace(0, 1, 4), 4))
     ts = jnp.linspace(0.1, 0.9, 5)
     params = {"a": jnp.linspace(0.0, 2.0, 5), "b": jnp.linspace(0.1, 0.7, 5)}
-    st = jax.jit(process.batch_noise_state)(sched, ts, params)
+    st = batch_noise_state(sched, ts, params)
     for i in range(5):
-        one = process.noise_state(sched, ts[i], {k: v[i] for k, v in params.items()})
+        one = noise_state(sched, ts[i], {k: v[i] for k, v in params.items()})
         for a, b in zip(st, one, strict=True):
             np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6)
-    no_params = process.batch_noise_state(sched, ts)
+    no_params = batch_noise_state(sched, ts)
     assert no_params.gamma.shape == (5, D)
     assert schedules.FAMILY_PARAMS["haar_column"] == ("a", "b")
