@@ -67,7 +67,8 @@ def score_to_eps(score: Array, sigma: Array) -> Array:
 
 
 def stratified_times(rng: Array, n: int) -> Array:
-    """n low-discrepancy times in [0, 1): (u + i)/n for one uniform u, i = 0..n−1."""
+    """n low-discrepancy times in [0, 1): frac(u + i/n) for one uniform u, i = 0..n−1
+    (exactly one time in every stratum [k/n, (k+1)/n))."""
     u = jax.random.uniform(rng, ())
     return jnp.mod(u + jnp.arange(n, dtype=jnp.float32) / n, 1.0)
 
