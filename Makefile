@@ -2,8 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
-export JAX_PLATFORMS ?= cpu
+# Tests run on CPU with 8 fake devices so the data-parallel code is exercised every time.
+TEST_ENV := XLA_FLAGS="$${XLA_FLAGS:---xla_force_host_platform_device_count=8}" JAX_PLATFORMS=cpu
 
 .PHONY: demo test test-fast venv lint clean
 
@@ -17,10 +17,10 @@ $(VENV)/.installed: requirements.txt
 venv: $(VENV)/.installed
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	$(TEST_ENV) $(PY) -m pytest -q tests
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow" tests
+	$(TEST_ENV) $(PY) -m pytest -q -m "not slow" tests
 
 demo: $(VENV)/.installed
 	$(PY) -m experiments.demo

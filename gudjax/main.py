@@ -20,6 +20,55 @@ flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to do.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, but a bad flag or --config.a.b=v override is one line, exit 2.
+
+    (absl prints two lines and exits 1; ml_collections raises a traceback for an unknown
+    config field.)
+    """
+    try:
+        args = FLAGS(argv)
+        if FLAGS["config"].present:
+            FLAGS.config.get("seed")  # ml_collections defers a config file's load error to here
+        return args
+    except OSError as e:  # the --config file cannot be loaded
+        reason = str(e).strip().splitlines()[-1].strip()
+        problem = f"--config: cannot load the config file ({reason})"
+    except flags.Error as e:
+        problem = str(e)
+    except (AttributeError, KeyError) as e:  # ml_collections: no such config field
+        while e.args and isinstance(e.args[0], BaseException):
+            e = e.args[0]
+        text = str(e.args[0]) if e.args else str(e)
+        key = text.splitlines()[0].strip("'\"") if text else "?"
+        override = next((a.split("=")[0] for a in argv[1:] if a.startswith("--config.")
+                         and key in a.split("=")[0].split(".")), f"config field {key!r}")
+        problem = f"{override}: no such config field ({' '.join(text.split())})"
+    problem = " ".join(problem.split()).rstrip(".")
+    print(f"error: {problem}; flags: --helpshort, config fields and their types: the --config "
+          "file", file=sys.stderr)
+    sys.exit(2)
+
+
+def _quiet_late_read_callbacks() -> None:
+    """Drop 'RuntimeError: Event loop is closed' reports from TensorStore threads.
+
+    When one array of a damaged checkpoint fails to read, Orbax ends the restore and closes
+    its event loop while the reads of the other arrays are still in flight; as they finish,
+    TensorStore calls loop.call_soon_threadsafe on the closed loop and prints the error
+    through sys.excepthook, one traceback per array (hundreds), around the one-line
+    message. They are harmless: the restore has already failed and been reported.
+    """
+    default = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        if exc_type is RuntimeError and str(exc) == "Event loop is closed":
+            return
+        default(exc_type, exc, tb)
+
+    sys.excepthook = hook
+
+
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
@@ -30,6 +79,7 @@ def _setup_logging() -> None:
 def main(argv) -> int:
     del argv
     _setup_logging()
+    _quiet_late_read_callbacks()
     from gudjax import run
 
     config, workdir = FLAGS.config, os.path.abspath(FLAGS.workdir)
@@ -47,4 +97,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=_parse_flags)

@@ -22,7 +22,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gudjax
-from gudjax import bases, input_pipeline, plotting, schedules, step
+from gudjax import bases, input_pipeline, models, plotting, schedules, step
 from gudjax.checkpointing import Checkpointer
 from gudjax.models import count_params, create_model
 
@@ -98,7 +98,13 @@ def validate_config(config) -> None:
             raise ValueError(
                 f"config.family.{name}: schedule '{sched}' has parameters {list(allowed) or 'none'}"
             )
-    bases.get_spec(config.basis.name)
+    for field, value, allowed in (
+        ("basis.name", config.basis.name, bases.registered_bases()),
+        ("data.name", config.data.name, tuple(input_pipeline.DATASETS)),
+        ("model.name", config.model.name, models.registered_models()),
+    ):
+        if value not in allowed:
+            raise ValueError(f"unknown config.{field} {value!r}; allowed: {', '.join(allowed)}")
     if config.train.loss_weighting not in ("unweighted", "elbo"):
         raise ValueError(
             f"unknown config.train.loss_weighting '{config.train.loss_weighting}'; "
@@ -172,7 +178,13 @@ def fit_or_load_basis(config, workdir: str) -> bases.Basis:
             )
         return basis
     shape = input_pipeline.image_shape(config.data)
-    bases.check_image_shape(config.basis.name, shape, **basis_options(config))
+    try:
+        bases.check_image_shape(config.basis.name, shape, **basis_options(config))
+    except ValueError as e:  # name the config fields involved
+        fields = [f"config.basis.{k}={v!r}" for k, v in basis_options(config).items()]
+        fields = ", ".join([f"config.basis.name={config.basis.name!r}", *fields,
+                            f"config.data.image_size={config.data.image_size!r}"])
+        raise ValueError(f"{fields}: {e}") from None
     batches = (
         input_pipeline.to_model_input(b) for b in input_pipeline.fit_batches(config.data, batch_size=256)
     )
@@ -301,14 +313,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
         jax.device_count(), jax.devices()[0].platform, workdir,
     )
     mesh, basis, schedule, graphdef, tx, state, ckpt, root = build(config, workdir)
-    if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
-    restored = restore_state(ckpt, state, mesh)
+    try:
+        restored = restore_state(ckpt, state, mesh)
+    except Exception:
+        ckpt.close()
+        raise
     start = 0
     if restored is not None:
         start, state, _ = restored
         log.info("resumed from checkpoint at step %d", start)
+    if is_main:  # only once the run can start: a refused start leaves the workdir as it was
+        _write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+        _trim_metrics(os.path.join(workdir, "metrics.jsonl"), start)
     state = replicate(state, mesh)
     basis_r, schedule_r, root_r = replicate((basis, schedule, root), mesh)
     data = input_pipeline.TrainData(
@@ -362,6 +378,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         progress = tqdm(total=num_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
     last_loss = None
     s = start
+    preempted = False
     try:
         with _Preemption() as pre:
             for s in range(start + 1, num_steps + 1):
@@ -388,6 +405,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     log.warning("SIGTERM: checkpointing step %d and exiting", s)
                     if last_saved != s:
                         save(s)
+                    preempted = True
                     break
     finally:
         if progress is not None:
@@ -397,7 +415,36 @@ def train_and_evaluate(config, workdir: str) -> dict:
         writer.close()
     last_loss = flush() or last_loss
     return {"step": s, "loss": last_loss, "workdir": workdir, "basis": basis, "schedule": schedule,
-            "graphdef": graphdef, "state": state}
+            "graphdef": graphdef, "state": state, "preempted": preempted}
+
+
+def _write_atomic(path: str, text: str) -> None:
+    """Write `text` to `path` via a temp file and a rename: a kill never leaves half a file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _trim_metrics(path: str, start: int) -> None:
+    """Keep the metrics.jsonl rows of steps <= `start` (the step training resumes from).
+
+    A run killed after its last checkpoint logged steps that the resumed run recomputes
+    (bit for bit) and logs again; without this they would appear twice. A line cut short
+    by the kill is dropped too (it would break every reader of the file).
+    """
+    if not os.path.exists(path):
+        return
+    keep = []
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+                if int(row["step"]) <= start:
+                    keep.append(line.rstrip("\n") + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue
+    _write_atomic(path, "".join(keep))
 
 
 def write_samples(config, graphdef, params, basis, schedule, path: str, seed_step: int) -> str:

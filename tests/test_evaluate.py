@@ -1,0 +1,331 @@
+"""Evaluation: NLL through the eval path on the Gaussian oracle, Gaussian baseline, Fréchet
+distance, inpainting, image extension, --mode=eval end to end, and one-line errors."""
+
+import json
+import logging
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_train import tiny_config
+
+from gudjax import bases, conditional, evaluate, features, run, schedules, train
+from gudjax.checkpointing import CheckpointError
+from gudjax.oracle import GaussianOracle, random_gaussian
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tfds")
+
+
+def _gaussian_setup(kind, whiten, shape=(4, 4, 1), n=256, **opts):
+    mu, C = random_gaussian(0, shape)
+    g = np.random.default_rng(1)
+    X = g.multivariate_normal(mu, C, size=n).reshape(n, *shape).astype(np.float32)
+    basis = bases.fit_basis(kind, [X], whiten=whiten, **opts)
+    return mu, C, X, basis
+
+
+# ------------------------------------------------------------------ NLL
+@pytest.mark.parametrize(
+    "kind, whiten, sched, opts, fam",
+    [
+        ("haar", True, dict(name="soft", labels="level"), dict(levels=2), {"a": 0.7}),
+        ("pixel", False, dict(name="column", b=0.5), {}, {"b": 0.3}),
+    ],
+)
+def test_nll_eval_path_returns_analytic_bpd_on_gaussian_oracle(kind, whiten, sched, opts, fam):
+    """nll_bpd with the oracle's exact score (in place of the network) and its exact p_1
+    prior gives the closed-form bits/dim of the t = 0 marginal."""
+    mu, C, X, basis = _gaussian_setup(kind, whiten, **opts)
+    schedule = schedules.schedule_from_config(sched, basis)
+    oracle = GaussianOracle.from_data(basis, mu, C)
+    model = evaluate.oracle_model(oracle, basis, schedule, fam)
+    x = X[:6]
+    out = evaluate.nll_bpd(model, x, batch_size=4, divergence="exact", rtol=1e-5, atol=1e-5)
+    fam_j = {k: jnp.float32(v) for k, v in fam.items()}
+    logp0 = oracle.logp_x0(x, lambda t: schedule.gamma(t, fam_j))
+    expected = -logp0 / (basis.dim * math.log(2.0)) + 7.0
+    assert out["bpd"].shape == (6,) and len(out["nfe"]) == 2  # 4 + 2 (padded) images
+    np.testing.assert_allclose(out["bpd"], expected, atol=2e-4)
+
+
+def test_hutchinson_nll_is_unbiased_on_oracle():
+    mu, C, X, basis = _gaussian_setup("pixel", True)
+    schedule = schedules.make_schedule("soft", basis, labels="column", a=1.0)
+    oracle = GaussianOracle.from_data(basis, mu, C)
+    model = evaluate.oracle_model(oracle, basis, schedule, {"a": 1.0})
+    x = np.repeat(X[:1], 32, axis=0)
+    out = evaluate.nll_bpd(model, x, batch_size=32, divergence="hutchinson", num_probes=2)
+    logp0 = oracle.logp_x0(x[:1], lambda t: schedule.gamma(t, {"a": jnp.float32(1.0)}))
+    expected = float(-logp0[0] / (basis.dim * math.log(2.0)) + 7.0)
+    mean, sem = evaluate.mean_sem(out["bpd"])
+    assert sem > 0 and abs(mean - expected) < 4 * sem + 1e-4
+
+
+def test_gaussian_fit_closed_form():
+    g = np.random.default_rng(0)
+    u8 = g.integers(0, 256, size=(300, 3, 3, 1), dtype=np.uint8)
+    u8[:, 0, 0] = 0  # a constant pixel: its variance is the dequantisation floor alone
+    fit = evaluate.fit_gaussian([u8[:100], u8[100:]])
+    x = (u8.astype(np.float64) + 0.5) * 2 / 256 - 1
+    flat = x.reshape(300, -1)
+    cov = np.cov(flat, rowvar=False, bias=True) + bases.MIN_VARIANCE * np.eye(9)
+    np.testing.assert_allclose(fit.mean, flat.mean(0), atol=1e-12)
+    np.testing.assert_allclose(fit.cov, cov, atol=1e-10)
+    assert fit.eigvals.min() >= bases.MIN_VARIANCE * (1 - 1e-9)
+    from scipy.stats import multivariate_normal
+
+    xq = evaluate.dequantize_uniform(u8[:5], seed=3)
+    ref = multivariate_normal(flat.mean(0), cov).logpdf(xq.reshape(5, -1))
+    np.testing.assert_allclose(fit.logpdf(xq), ref, rtol=1e-10)
+    np.testing.assert_allclose(fit.bpd(xq), -ref / (9 * math.log(2)) + 7, rtol=1e-10)
+
+
+# ------------------------------------------------------------------ Fréchet distance
+def test_frechet_distance_zero_for_same_set_and_grows_with_shift():
+    g = np.random.default_rng(0)
+    f = g.normal(size=(500, 16)) @ g.normal(size=(16, 16))
+    assert features.frechet_distance_of_features(f, f) < 1e-6
+    fds = [features.frechet_distance_of_features(f, f + s) for s in (0.1, 0.5, 1.0)]
+    assert fds[0] < fds[1] < fds[2]
+    np.testing.assert_allclose(fds, [16 * s**2 for s in (0.1, 0.5, 1.0)], rtol=1e-6)
+    # closed form for two diagonal Gaussians: Σ (√a − √b)²
+    a, b = np.array([1.0, 4.0]), np.array([9.0, 1.0])
+    fd = features.frechet_distance(np.zeros(2), np.diag(a), np.zeros(2), np.diag(b))
+    assert fd == pytest.approx(np.sum((np.sqrt(a) - np.sqrt(b)) ** 2))
+    with pytest.raises(ValueError, match="matching shapes"):
+        features.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
+
+
+# ------------------------------------------------------------------ conditional generation
+@pytest.fixture(scope="module")
+def pixel_oracle():
+    mu, C, X, basis = _gaussian_setup("pixel", False, shape=(8, 8, 1), n=512)
+    schedule = schedules.make_schedule("column", basis, b=0.5)
+    model = evaluate.oracle_model(GaussianOracle.from_data(basis, mu, C), basis, schedule)
+    return model, np.clip(X, -1, 1)
+
+
+def test_inpainting_keeps_known_pixels_exactly(pixel_oracle):
+    model, X = pixel_oracle
+    x = X[:3]
+    mask = conditional.parse_mask_spec("center:4", model.basis.shape)
+    assert mask.sum() == 64 - 16
+    out = conditional.inpaint(model, x, mask, rng=jax.random.PRNGKey(0), steps=20)
+    assert out["num_known_components"] == 48
+    np.testing.assert_array_equal(out["images"][:, mask], x[:, mask])
+    assert not np.allclose(out["images"][:, ~mask], x[:, ~mask])
+    # without pasting: the pixel basis keeps them by replacement alone (up to round-off)
+    raw = conditional.inpaint(
+        model, x, mask, rng=jax.random.PRNGKey(0), steps=20, paste=False, solver="ode"
+    )
+    np.testing.assert_allclose(raw["images"][:, mask], x[:, mask], atol=1e-6)
+
+
+def test_known_components_of_haar_lie_inside_the_known_pixels():
+    basis = bases.make_basis("haar", (8, 8, 1), levels=3)
+    mask = conditional.parse_mask_spec("left:4", basis.shape)
+    comp = conditional.known_components(basis, mask)
+    U = np.asarray(basis.matrix())
+    inside = np.all(np.abs(U[:, ~mask.reshape(-1)]) < 1e-6, axis=1)
+    np.testing.assert_array_equal(comp, inside)
+    assert 0 < comp.sum() < 32  # fine coefficients known, coarse ones straddle the border
+
+
+def test_bad_masks_are_one_line_errors(pixel_oracle):
+    model, X = pixel_oracle
+    for bad in (np.ones((8, 7), bool), np.ones((2, 8, 8), bool)):
+        with pytest.raises(ValueError, match=r"mask has shape .*allowed: \(8, 8\)") as e:
+            conditional.inpaint(model, X[:3], bad, rng=jax.random.PRNGKey(0), steps=2)
+        assert "\n" not in str(e.value)
+    for spec in ("left:9", "diagonal:2", "box:1:2", "left:x"):
+        with pytest.raises(ValueError, match="config.sample.inpaint") as e:
+            conditional.parse_mask_spec(spec, (8, 8, 1))
+        assert "\n" not in str(e.value)
+
+
+def test_extension_has_requested_width_and_keeps_the_first_window(pixel_oracle):
+    model, X = pixel_oracle
+    init = X[:2]
+    out = conditional.extend(
+        model, width=13, shift=3, num=2, rng=jax.random.PRNGKey(1), steps=10, init=init
+    )
+    assert out.shape == (2, 8, 13, 1)
+    np.testing.assert_array_equal(out[:, :, :8], init)
+    assert np.all(np.abs(out) <= 1.0)
+    with pytest.raises(ValueError, match=r"extend_columns=8 must be an integer in \[1, 7\]"):
+        conditional.extend(model, width=13, shift=8, num=2, rng=jax.random.PRNGKey(1), steps=2)
+    with pytest.raises(ValueError, match="extend_width=5"):
+        conditional.extend(model, width=5, shift=2, num=2, rng=jax.random.PRNGKey(1), steps=2)
+
+
+# ------------------------------------------------------------------ sweeps and config
+def test_parse_sweep_and_standard_diffusion_marking():
+    pts = evaluate.parse_sweep("a=0:2:3", ("a",))
+    assert pts == [{"a": 0.0}, {"a": 1.0}, {"a": 2.0}]
+    grid = evaluate.parse_sweep("a=0,1;b=0.3,0.5", ("a", "b"))
+    assert grid == [
+        {"a": 0.0, "b": 0.3},
+        {"a": 0.0, "b": 0.5},
+        {"a": 1.0, "b": 0.3},
+        {"a": 1.0, "b": 0.5},
+    ]
+    for spec, match in (
+        ("c=1", "no family parameter 'c'"),
+        ("a=1:x:2", "cannot read"),
+        ("a", "cannot read"),
+    ):
+        with pytest.raises(ValueError, match=match) as e:
+            evaluate.parse_sweep(spec, ("a",))
+        assert "config.eval.sweep" in str(e.value) and "\n" not in str(e.value)
+    assert evaluate.out_of_range({"a": 2.5}, {"a": (0.0, 2.0)}, {}) != []
+    assert evaluate.out_of_range({"a": 2.0}, {"a": (0.0, 2.0)}, {}) == []
+    whitened = bases.make_basis("haar", (8, 8, 1), variance=np.linspace(0.1, 1, 64), whiten=True)
+    sched = schedules.make_schedule("soft", whitened, labels="level")
+    assert "variance-matched" in evaluate.standard_diffusion_label(sched, whitened, {"a": 0.0})
+    assert evaluate.standard_diffusion_label(sched, whitened, {"a": 0.5}) is None
+    white = whitened.with_prior(False)
+    sched_w = schedules.make_schedule("soft", white, labels="variance")
+    assert evaluate.standard_diffusion_label(sched_w, white, {"a": 1.0}) == (
+        "standard diffusion (white noise)"
+    )
+    assert evaluate.standard_diffusion_label(sched_w, white, {"a": 0.0}) is None
+
+
+def test_inception_weights_and_bad_eval_values_are_one_line_errors(data_dir):
+    c = tiny_config(data_dir)
+    c.eval.inception_weights = "/tmp/pt_inception.pth"
+    with pytest.raises(ValueError, match="not supported yet") as e:
+        evaluate.eval_settings(c)
+    assert "\n" not in str(e.value)
+    c = tiny_config(data_dir, **{"eval.divergence": "skilling"})
+    with pytest.raises(ValueError, match="allowed: exact, hutchinson"):
+        evaluate.eval_settings(c)
+
+
+def test_eval_without_checkpoint_is_one_line_error(data_dir, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint in .*--mode=train") as e:
+        run.evaluate(tiny_config(data_dir), str(tmp_path / "empty"))
+    assert "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------ end to end
+@pytest.mark.slow
+def test_eval_end_to_end_on_tiny_trained_model(data_dir, tmp_path, caplog, capsys):
+    wd = str(tmp_path / "run")
+    c = tiny_config(data_dir, **{"train.num_steps": 2, "train.checkpoint_every": 2})
+    train.train_and_evaluate(c, wd)
+    e = c.eval
+    e.num_images, e.batch_size, e.rtol, e.atol = 6, 8, 1e-3, 1e-3
+    e.baseline_ode_images, e.fd_num_samples, e.fd_num_reference = 3, 12, 40
+    e.classifier_steps, e.sampler_steps, e.sweep = 30, 3, "a=0,2.5"
+    with caplog.at_level(logging.WARNING, logger="gudjax"):
+        report = run.evaluate(c, wd)
+    assert any("a=2.5 outside the trained range" in r.getMessage() for r in caplog.records)
+    data = json.load(open(os.path.join(wd, "eval.json")))
+    assert data["checkpoint_step"] == 2 and data["params"] == "ema"
+    ns = data["nll_settings"]
+    assert ns["num_images"] == 6 and ns["divergence"] == "hutchinson" and ns["rtol"] == 1e-3
+    b = data["baseline"]
+    assert 0 < b["bpd"] < 9 and b["ode_check"]["max_abs_diff_bpd"] < 5e-3
+    fd = data["fd_settings"]
+    assert fd["name"] == "FD-digits-classifier" and fd["num_generated"] == 12
+    assert fd["num_reference"] == 40 and fd["sampler"] == "sde" and fd["steps"] == 3
+    assert fd["fd_train_vs_test"]["value"] >= 0
+    rows = data["rows"]
+    assert [r["family"] for r in rows] == [{"a": 0.0}, {"a": 2.5}]
+    assert rows[0]["standard_diffusion"].startswith("standard diffusion, variance-matched")
+    assert rows[1]["standard_diffusion"] is None
+    assert rows[0]["in_trained_range"] and not rows[1]["in_trained_range"]
+    for r in rows:
+        assert np.isfinite(r["nll"]["bpd"]) and r["nll"]["bpd_sem"] > 0
+        assert r["fd"]["value"] >= 0 and r["fd"]["num_generated"] == 12
+        assert "fingerprint" in r["fd"]["feature_extractor"] and r["fd"]["steps"] == 3
+    assert os.path.exists(data["plot"]) and report["rows"][0]["nll"]["bpd"] == rows[0]["nll"]["bpd"]
+    assert os.path.exists(
+        os.path.join(wd, "fd_classifier", os.path.basename(fd["extractor_details"]["path"]))
+    )
+    table = capsys.readouterr().out
+    assert "FD-digits-classifier" in table and "NLL bpd" in table and "(!)" in table
+    # conditional sampling from the command-line entry point
+    c.sample.inpaint = "left:4"
+    out = run.sample(c, wd)
+    assert out["png"].endswith(".png") and os.path.exists(out["png"])
+    c.sample.inpaint, c.sample.extend_columns = None, 4  # same compiled sampler as inpainting
+    out = run.sample(c, wd)
+    assert out["images"].shape == (c.sample.num, 8, 16, 1) and os.path.exists(out["png"])
+
+
+@pytest.mark.slow
+def test_bench_eval_quick_writes_json(tmp_path):
+    from experiments import bench_eval
+
+    path = tmp_path / "bench_eval.json"
+    result = bench_eval.main(["--quick", "--json", str(path), "--steps", "4"])
+    data = json.loads(path.read_text())
+    assert data["quick"] and data["shape"] == [8, 8, 1] and data["nll"]["nfe"] > 0
+    assert data["nll"]["seconds_per_image"] > 0 and np.isfinite(data["nll"]["bpd_mean"])
+    assert [s["sampler"] for s in data["sampling"]] == ["sde", "ode"]
+    assert [s["nfe"] for s in data["sampling"]] == [4, 8]
+    assert all(s["images_per_s"] > 0 and s["finite"] for s in data["sampling"])
+    assert result["nll"]["nfe"] == data["nll"]["nfe"]
+
+
+def test_eval_and_conditional_fields_override_from_the_command_line(monkeypatch):
+    from absl import flags
+    from ml_collections import config_flags
+
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=fv)
+    argv = [
+        "prog",
+        "--config=configs/digits_haar.py:runlocal",
+        "--config.eval.sweep=a=0:2:3",
+        "--config.eval.num_images=10",
+        "--config.eval.sampler=ode",
+        "--config.eval.classifier_dir=/tmp/fdc",
+        "--config.sample.inpaint=center:4",
+        "--config.sample.extend_columns=2",
+        "--config.sample.extend_width=20",
+    ]
+    monkeypatch.setattr("sys.argv", argv)
+    fv(argv)
+    c = fv.config
+    s = evaluate.eval_settings(c)
+    assert s["sweep"] == "a=0:2:3" and s["num_images"] == 10 and s["sampler"] == "ode"
+    assert s["sampler_steps"] == c.sample.steps and s["classifier_dir"] == "/tmp/fdc"
+    assert c.sample.inpaint == "center:4" and c.sample.extend_columns == 2
+    assert c.sample.extend_width == 20
+
+
+def _fake_report(points, std):
+    rows = [
+        {
+            "family": p,
+            "standard_diffusion": "standard diffusion (white noise)" if s else None,
+            "in_trained_range": True,
+            "nll": {"bpd": 1.0 + sum(p.values()), "bpd_sem": 0.1, "nfe_mean": 10.0},
+            "fd": {"name": "FD-digits-classifier", "value": 2.0 + sum(p.values())},
+        }
+        for p, s in zip(points, std, strict=True)
+    ]
+    return {
+        "rows": rows,
+        "baseline": {"bpd": 3.0},
+        "dataset": "digits",
+        "basis": {"name": "pixel", "whiten": False},
+        "checkpoint_step": 1,
+    }
+
+
+@pytest.mark.parametrize("spec", ["a=0:2:3", "a=0,1;b=0.3,0.5"])
+def test_sweep_plot_line_and_heat_map(tmp_path, spec):
+    points = evaluate.parse_sweep(spec, ("a", "b"))
+    report = _fake_report(points, [i == 0 for i in range(len(points))])
+    path = evaluate.plot_sweep(report, str(tmp_path / "sweep.png"))
+    assert os.path.getsize(path) > 1000

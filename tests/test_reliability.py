@@ -1,0 +1,414 @@
+"""Reliability: a run survives kill -9, pre-emption, corrupted checkpoints and bad input.
+
+Every fault is injected into a real `python -m gudjax.main` process (tiny model, digits)
+and the outcome is compared with one uninterrupted reference run (module fixture):
+after any interruption the same command resumes, and the final state equals the
+reference bit for bit. See docs/operations.md for what each fault does.
+
+All subprocesses share one JAX compilation cache, so only the reference run and the
+NaN run (a different learning rate is a different program) compile the train step.
+The random kill moments are drawn from GUDJAX_TEST_SEED (printed; set it to replay).
+"""
+
+import ast
+import hashlib
+import json
+import os
+import pathlib
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from configs import digits_haar
+from gudjax import input_pipeline, train
+from gudjax.checkpointing import Checkpointer
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+N = 16  # steps of every training run here
+TINY = [
+    "--config.model.ch=8", "--config.model.ch_mult=(1,)", "--config.model.num_res_blocks=1",
+    "--config.model.attn_resolutions=()", "--config.model.cross_attn_resolutions=()",
+    "--config.model.token_dim=16", "--config.model.num_heads=2", "--config.model.dropout=0.0",
+    "--config.batch_size=16", "--config.optim.decay=constant", "--config.optim.warmup_steps=2",
+    "--config.train.log_every=1", "--config.train.checkpoint_every=2",
+    "--config.train.progress=False", "--config.sample.num=4", "--config.sample.steps=5",
+    f"--config.train.num_steps={N}",
+]
+CONFIG = f"--config={ROOT / 'configs' / 'digits_haar.py'}:runlocal"
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
+SEED = int(os.environ.get("GUDJAX_TEST_SEED", time.time_ns() % 2**31))
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning"),
+]
+
+
+# ------------------------------------------------------------------ helpers
+class Env:
+    """The environment of every subprocess: data, HOME, TMPDIR, cwd and a shared JAX cache."""
+
+    def __init__(self, base: pathlib.Path):
+        self.data = base / "data"
+        self.home, self.tmp, self.cwd = base / "home", base / "tmp", base / "cwd"
+        for d in (self.home, self.tmp, self.cwd):
+            d.mkdir()
+        self.cache = jax.config.jax_compilation_cache_dir or tempfile.mkdtemp(prefix="jaxc-")
+        self.vars = dict(
+            os.environ, GUDJAX_DATA_DIR=str(self.data), HOME=str(self.home), TMPDIR=str(self.tmp),
+            JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8",
+            JAX_COMPILATION_CACHE_DIR=self.cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        )
+
+    def start(self, workdir, *extra, log: str = "log") -> subprocess.Popen:
+        workdir = pathlib.Path(workdir)
+        workdir.parent.mkdir(parents=True, exist_ok=True)
+        err = open(workdir.parent / f"{workdir.name}.{log}.stderr", "w")
+        p = subprocess.Popen(
+            [sys.executable, "-m", "gudjax.main", CONFIG, f"--workdir={workdir}", *TINY, *extra],
+            cwd=self.cwd, env=self.vars, stdout=subprocess.DEVNULL, stderr=err,
+        )
+        p.stderr_path = err.name
+        err.close()
+        return p
+
+    def run(self, workdir, *extra, log: str = "log", timeout: float = 600):
+        p = self.start(workdir, *extra, log=log)
+        p.wait(timeout=timeout)
+        return p.returncode, stderr_of(p)
+
+
+def stderr_of(p) -> str:
+    return pathlib.Path(p.stderr_path).read_text()
+
+
+def committed(ckpt_dir) -> list[int]:
+    return sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit()) if os.path.isdir(
+        ckpt_dir) else []
+
+
+def tmp_dirs(ckpt_dir) -> list[str]:
+    return [n for n in os.listdir(ckpt_dir) if TMP_SUFFIX in n] if os.path.isdir(ckpt_dir) else []
+
+
+def last_logged_step(workdir) -> int:
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    try:
+        lines = path.read_text().splitlines()
+        return max(json.loads(line)["step"] for line in lines[-3:] if line.endswith("}"))
+    except (OSError, ValueError):
+        return 0
+
+
+def wait_for(p, condition, what: str, timeout: float = 300, interval: float = 0.002):
+    t0 = time.time()
+    while not condition():
+        if p.poll() is not None:
+            pytest.fail(f"process exited ({p.returncode}) before {what}:\n{stderr_of(p)[-3000:]}")
+        if time.time() - t0 > timeout:
+            p.kill()
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def snapshot(root) -> dict:
+    """Every file and directory under root: relative path -> (size, mtime_ns, sha1)."""
+    out = {}
+    for p in sorted(pathlib.Path(root).rglob("*")):
+        st = p.lstat()
+        digest = hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        out[str(p.relative_to(root))] = (st.st_size if p.is_file() else 0, st.st_mtime_ns, digest)
+    return out
+
+
+def damage(step_dir, how: str) -> None:
+    """Truncate (to 0 bytes) or delete the array data files of one checkpoint step."""
+    files = [p for p in (pathlib.Path(step_dir) / "state").rglob("*")
+             if p.is_file() and p.parent.name == "d"]
+    assert files, step_dir
+    for f in files:
+        if how == "truncate":
+            f.write_bytes(b"")
+        else:
+            f.unlink()
+
+
+def tiny_config():
+    """The in-process ConfigDict equal to CONFIG + TINY (to build the abstract state)."""
+    c = digits_haar.get_config("runlocal")
+    for flag in TINY:
+        key, value = flag[len("--config."):].split("=", 1)
+        *path, leaf = key.split(".")
+        node = c
+        for p in path:
+            node = node[p]
+        try:
+            node[leaf] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            node[leaf] = value
+    return c
+
+
+def loss_rows(workdir) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in open(pathlib.Path(workdir) / "metrics.jsonl")]
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+
+# ------------------------------------------------------------------ the reference run
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory):
+    """One uninterrupted run (N steps) in an empty HOME, TMPDIR and cwd; its final state."""
+    base = tmp_path_factory.mktemp("reliability")
+    env = Env(base)
+    c = tiny_config()
+    c.data.data_dir = str(env.data)
+    input_pipeline.load_split(c.data, "train")  # prepare digits before the run
+    data_before = snapshot(env.data)
+    wd = base / "ref"
+    t0 = time.time()
+    rc, err = env.run(wd)
+    assert rc == 0, err[-3000:]
+    elapsed = time.time() - t0
+    outside = {
+        "home": sorted(str(p.relative_to(env.home)) for p in env.home.rglob("*")),
+        "tmp": sorted(str(p.relative_to(env.tmp)) for p in env.tmp.rglob("*")),
+        "cwd": sorted(str(p.relative_to(env.cwd)) for p in env.cwd.rglob("*")),
+        "data_changed": snapshot(env.data) != data_before,
+    }
+    *_, state, ckpt, _ = train.build(c, str(wd))
+    ckpt.close()
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    print(f"GUDJAX_TEST_SEED={SEED}; reference run {elapsed:.1f} s")
+    return dict(env=env, base=base, wd=wd, stderr=err, outside=outside, abstract=abstract,
+                final=restore(wd, abstract, N), rng=random.Random(SEED))
+
+
+def restore(workdir, abstract, step):
+    with Checkpointer(pathlib.Path(workdir) / "checkpoints") as ck:
+        s, state, _ = ck.restore(abstract, step=step)
+    assert s == step
+    return jax.device_get(state)
+
+
+def assert_bit_identical(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert x.tobytes() == y.tobytes()  # bit for bit (NaN-safe, -0.0 vs 0.0 distinct)
+
+
+def copy_of_ref(ref, name: str) -> pathlib.Path:
+    dst = ref["base"] / name
+    shutil.copytree(ref["wd"], dst, symlinks=True)
+    return dst
+
+
+# ------------------------------------------------------------------ 6. workdir safety
+@pytest.mark.slow
+def test_run_writes_nothing_outside_workdir(ref):
+    out = ref["outside"]
+    # Only matplotlib writes to HOME: its font cache (~/.cache/matplotlib/fontlist-*.json,
+    # built once per machine) and its empty config dir (~/.config/matplotlib); both move
+    # with $MPLCONFIGDIR.
+    home = [p for p in out["home"] if not re.fullmatch(r"\.cache/matplotlib/fontlist-.*\.json", p)]
+    assert home == [".cache", ".cache/matplotlib", ".config", ".config/matplotlib"], out["home"]
+    assert out["tmp"] == [] and out["cwd"] == [], out
+    assert not out["data_changed"]
+    names = set(os.listdir(ref["wd"]))
+    assert {"config.json", "basis.npz", "checkpoints", "metrics.jsonl", "tb"} <= names
+    assert committed(ref["wd"] / "checkpoints") == [12, 14, 16]  # keep-3
+    assert [s for s, _ in loss_rows(ref["wd"])] == list(range(1, N + 1))
+
+
+# ------------------------------------------------------------------ 1. kill -9
+@pytest.mark.slow
+def test_sigkill_anywhere_then_resume_is_bit_identical(ref, tmp_path):
+    """kill -9 at a random step, then kill -9 in the middle of an async checkpoint write
+    (with keep_checkpoints=1, so the step being replaced is the only good one); the same
+    command then finishes with the reference's parameters, bit for bit."""
+    env, rng = ref["env"], ref["rng"]
+    wd = tmp_path / "run"
+    ck_dir = wd / "checkpoints"
+
+    # (a) a random moment after the first checkpoint
+    target = rng.randint(3, N - 5)
+    p = env.start(wd, log="a")
+    wait_for(p, lambda: committed(ck_dir) and last_logged_step(wd) >= target, f"step {target}")
+    time.sleep(rng.uniform(0.0, 0.05))
+    p.send_signal(signal.SIGKILL)
+    assert p.wait(timeout=60) == -signal.SIGKILL
+    k1 = committed(ck_dir)[-1]
+    assert 2 <= k1 < N
+
+    # (b) during the write of a checkpoint while exactly one committed step exists
+    for attempt in range(3):
+        p = env.start(wd, "--config.train.keep_checkpoints=1", log=f"b{attempt}")
+        resumed = f"resumed from checkpoint at step {k1}"
+        wait_for(p, lambda p=p, r=resumed: r in stderr_of(p), resumed, interval=0.05)
+        wait_for(p, lambda: tmp_dirs(ck_dir) and len(committed(ck_dir)) == 1,
+                 "a checkpoint write with a single committed step")
+        p.send_signal(signal.SIGKILL)
+        assert p.wait(timeout=60) == -signal.SIGKILL
+        k1 = committed(ck_dir)[-1]
+        if tmp_dirs(ck_dir):
+            break  # killed mid-write (else the write finished in between: try again)
+    else:
+        pytest.fail("could not kill during a checkpoint write in 3 attempts")
+    good = committed(ck_dir)
+    [partial] = tmp_dirs(ck_dir)
+    assert len(good) == 1 and int(partial.split(".")[0]) > good[0]
+
+    # (c) the same command resumes from the last committed step and finishes
+    rc, err = env.run(wd, log="c")
+    assert rc == 0, err[-3000:]
+    assert f"resumed from checkpoint at step {good[0]}" in err
+    assert tmp_dirs(ck_dir) == []  # the partial write was ignored and cleaned up
+    assert committed(ck_dir)[-1] == N
+    assert_bit_identical(restore(wd, ref["abstract"], N), ref["final"])
+    # the log lost nothing and holds no step twice
+    assert loss_rows(wd) == loss_rows(ref["wd"])
+
+
+# ------------------------------------------------------------------ 2. pre-emption
+@pytest.mark.slow
+def test_sigterm_checkpoints_exits_0_and_resumes(ref, tmp_path):
+    env, rng = ref["env"], ref["rng"]
+    wd = tmp_path / "run"
+    ck_dir = wd / "checkpoints"
+    target = rng.randint(3, N - 4)
+    p = env.start(wd, log="a")
+    wait_for(p, lambda: committed(ck_dir) and last_logged_step(wd) >= target, f"step {target}")
+    t0 = time.time()
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=120) == 0, stderr_of(p)[-3000:]
+    exit_s = time.time() - t0
+    assert exit_s < 30, exit_s
+    err = stderr_of(p)
+    n = int(re.search(r"SIGTERM: checkpointing step (\d+) and exiting", err).group(1))
+    assert target <= n < N
+    assert committed(ck_dir)[-1] == n and tmp_dirs(ck_dir) == []  # written and committed
+    assert f"pre-empted at step {n}" in err and not (wd / "samples.png").exists()
+    rc, err = env.run(wd, log="b")
+    assert rc == 0, err[-3000:]
+    assert f"resumed from checkpoint at step {n}" in err
+    assert_bit_identical(restore(wd, ref["abstract"], N), ref["final"])
+    print(f"SIGTERM at step {n}: exit 0 after {exit_s:.2f} s")
+
+
+# ------------------------------------------------------------------ 3. corruption
+@pytest.mark.slow
+def test_corrupt_newest_checkpoints_fall_back_to_older_one(ref):
+    """Step 16 truncated, step 14 deleted: the run restores 12 (and says so), moves 14 and
+    16 aside instead of deleting them, and, with keep_checkpoints=1, never deletes 12
+    before a newer good step exists; the result equals the reference."""
+    wd = copy_of_ref(ref, "corrupt")
+    ck_dir = wd / "checkpoints"
+    damage(ck_dir / "16", "truncate")
+    damage(ck_dir / "14", "delete")
+    rc, err = ref["env"].run(wd, "--config.train.keep_checkpoints=1")
+    assert rc == 0, err[-3000:]
+    assert re.search(r"checkpoint step 16 in \S+ is unreadable \(.+\); trying an older", err)
+    assert re.search(r"checkpoint step 14 in \S+ is unreadable \(.+\); trying an older", err)
+    assert "restored checkpoint step 12" in err and "skipping unreadable steps [14, 16]" in err
+    assert "resumed from checkpoint at step 12" in err
+    assert committed(ck_dir) == [N]
+    assert sorted(os.listdir(ck_dir / "unreadable")) == ["step_14", "step_16"]
+    assert_bit_identical(restore(wd, ref["abstract"], N), ref["final"])
+
+
+@pytest.mark.slow
+def test_no_readable_checkpoint_refuses_to_start_and_changes_nothing(ref):
+    wd = copy_of_ref(ref, "all_corrupt")
+    for s, how in ((12, "delete"), (14, "truncate"), (16, "truncate")):
+        damage(wd / "checkpoints" / str(s), how)
+    before = snapshot(wd)
+    rc, err = ref["env"].run(wd)
+    assert rc == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: no readable checkpoint in ") and "[16, 14, 12]" in last
+    assert "fresh --workdir" in last
+    assert sum(line.startswith("error:") for line in err.splitlines()) == 1
+    assert snapshot(wd) == before  # nothing written, moved or deleted
+
+
+# ------------------------------------------------------------------ 4. non-finite loss
+@pytest.mark.slow
+def test_nan_stops_run_naming_the_step_and_keeps_checkpoints(ref):
+    wd = copy_of_ref(ref, "nan")
+    before = snapshot(wd / "checkpoints")
+    rc, err = ref["env"].run(
+        wd, "--config.optim.lr=1e30", "--config.optim.grad_clip=1e30",
+        "--config.allow_config_change=True", f"--config.train.num_steps={N + 4}",
+    )
+    assert rc == 2 and "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"error: (loss|parameters) became non-finite at step {N + 1}; last good checkpoint: "
+        rf"step {N} \(kept\)\. Lower config\.optim\.lr or check the data", last), last
+    assert snapshot(wd / "checkpoints") == before  # no NaN params written, nothing deleted
+
+
+# ------------------------------------------------------------------ 5. bad input
+BAD = {
+    "basis": (["--config.basis.name=wavelet9"],
+              r"unknown config\.basis\.name 'wavelet9'; allowed: dct, fourier, haar, pca, pixel"),
+    "data": (["--config.data.name=mnist_nope"],
+             r"unknown config\.data\.name 'mnist_nope'; allowed: digits, cifar10"),
+    "model": (["--config.model.name=transformer"], r"unknown config\.model\.name 'transformer'"),
+    "family": (["--config.family.a=(2.0,0.5)"], r"config\.family\.a=\(2\.0, 0\.5\) has min > max"),
+    "levels": (["--config.basis.levels=4"],
+               r"config\.basis\.levels=4, config\.data\.image_size=8: haar basis with 4 levels "
+               r"needs H and W divisible by 16"),
+    "batch": (["--config.batch_size=12"], r"config\.batch_size=12 is not divisible by the 8 "
+              r"devices; use a multiple of 8"),
+    "typo": (["--config.optim.lrr=0.5"],
+             r"--config\.optim\.lrr: no such config field .*Did you mean \"lr\""),
+    "type": (["--config.batch_size=abc"], r"--config\.batch_size=abc: invalid literal for int"),
+    "change": (["--config.optim.lr=0.5"],
+               r"workdir \S+ holds a run with a different config \(optim\.lr: \S+ → 0\.5\); "
+               r"use a fresh --workdir or pass --config\.allow_config_change=True"),
+}
+
+
+@pytest.mark.slow
+def test_bad_config_and_input_are_one_line_errors_through_the_cli(ref):
+    env = ref["env"]
+    base = ref["base"] / "bad"
+    changed = copy_of_ref(ref, "changed")
+    before = snapshot(changed)
+    procs = {}
+    for name, (args, _) in BAD.items():  # all at once: they only import and validate
+        wd = changed if name == "change" else base / name
+        procs[name] = env.start(wd, *args)
+    for name, p in procs.items():
+        p.wait(timeout=300)
+        err = stderr_of(p)
+        assert p.returncode == 2 and "Traceback" not in err, (name, err[-3000:])
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("error: ") and re.search(BAD[name][1], last), (name, last)
+        assert sum(line.startswith("error:") for line in err.splitlines()) == 1, name
+        if name != "change":
+            assert not (base / name / "config.json").exists(), name
+    assert snapshot(changed) == before
+
+
+# ------------------------------------------------------------------ units
+def test_trim_metrics_drops_rows_after_the_checkpoint_and_cut_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": s, "loss": 1.0 / s} for s in range(1, 7)]
+    text = "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 7, "lo'  # cut by a kill
+    path.write_text(text)
+    train._trim_metrics(str(path), 4)
+    assert [json.loads(line) for line in path.read_text().splitlines()] == rows[:4]
+    train._trim_metrics(str(tmp_path / "absent.jsonl"), 4)  # fresh workdir: no file, no-op
+    assert not (tmp_path / "absent.jsonl").exists()
