@@ -51,22 +51,23 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def _quiet_late_read_callbacks() -> None:
-    """Drop 'RuntimeError: Event loop is closed' reports from TensorStore threads.
+    """Drop the 'RuntimeError: Event loop is closed' reports of late TensorStore callbacks.
 
     When one array of a damaged checkpoint fails to read, Orbax ends the restore and closes
     its event loop while the reads of the other arrays are still in flight; as they finish,
-    TensorStore calls loop.call_soon_threadsafe on the closed loop and prints the error
-    through sys.excepthook, one traceback per array (hundreds), around the one-line
-    message. They are harmless: the restore has already failed and been reported.
+    their done-callbacks (TensorStore threads) call loop.call_soon_threadsafe on the closed
+    loop, and the error goes to sys.unraisablehook: up to one traceback per array, around
+    the one-line message. They are harmless (the restore already failed and was reported).
     """
-    default = sys.excepthook
+    default = sys.unraisablehook
 
-    def hook(exc_type, exc, tb):
-        if exc_type is RuntimeError and str(exc) == "Event loop is closed":
+    def hook(unraisable):
+        if (unraisable.exc_type is RuntimeError and unraisable.object is None
+                and str(unraisable.exc_value) == "Event loop is closed"):
             return
-        default(exc_type, exc, tb)
+        default(unraisable)
 
-    sys.excepthook = hook
+    sys.unraisablehook = hook
 
 
 def _setup_logging() -> None:
