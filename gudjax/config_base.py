@@ -71,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
             classifier_batch_size=128,
             classifier_lr=1e-3,
             classifier_seed=0,
+            classifier_train_examples=ph(int),  # None = the whole train split
             # Family sweep from one network: "a=0:2:5", "a=0,1,2", "a=0,1;b=0.3,0.5" (grid).
             sweep="",
         )
@@ -78,6 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.num_images = 1000
     c.eval.fd_num_samples = 5000
     c.eval.fd_num_reference = 10000
+    c.eval.classifier_train_examples = 50000
     return c
 
 

@@ -691,6 +691,7 @@ def _fd_setup(config, s, workdir) -> dict:
         batch_size=int(s["classifier_batch_size"]),
         lr=float(s["classifier_lr"]),
         seed=int(s["classifier_seed"]),
+        max_train_examples=s.get("classifier_train_examples"),
     )
     ref_u8 = _read_split(config.data, s["split"], s.get("fd_num_reference"))
     ref_x = input_pipeline.to_model_input(ref_u8)

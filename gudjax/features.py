@@ -103,7 +103,8 @@ def labelled_split(data_config, split: str, max_examples: int | None = None):
                 f"data set {data_config.name!r} has no 'label' feature: the FD classifier "
                 "needs labels; set config.eval.fd=False"
             )
-        images.append(source.read(ids))
+        raw = np.stack([np.asarray(r["image"], np.uint8) for r in records])
+        images.append(input_pipeline._area_downsample(raw, source.factor))
         labels.append(np.asarray([int(r["label"]) for r in records], np.int64))
     return np.concatenate(images), np.concatenate(labels)
 

@@ -66,6 +66,10 @@ def sample(config, workdir: str) -> dict:
         raise ValueError(
             "config.sample.inpaint and config.sample.extend_columns are exclusive; set one"
         )
+    if inpaint_spec:  # bad specs fail before the checkpoint is loaded
+        from gudjax import conditional, input_pipeline
+
+        conditional.parse_mask_spec(inpaint_spec, input_pipeline.image_shape(config.data))
     basis, schedule, graphdef, state, step = load_trained(config, workdir)
     fam = training.family_member(config)
     rng = jax.random.PRNGKey(int(sample_cfg.get("seed", 0)))
