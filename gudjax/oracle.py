@@ -48,35 +48,6 @@ def _resolve_gamma(gamma, t):
     return gamma
 
 
-@jax.custom_batching.custom_vmap
-def _cholesky_sequential(a):
-    return jnp.linalg.cholesky(a)
-
-
-@_cholesky_sequential.def_vmap
-def _cholesky_sequential_vmap(axis_size, in_batched, a):
-    return jax.lax.map(_cholesky_sequential, a), True
-
-
-@jax.custom_jvp
-def cholesky(a: Array) -> Array:
-    """Lower Cholesky factor of a (D, D) matrix; under vmap the batch is factorised one matrix
-    at a time (lax.map) instead of by one batched LAPACK call.
-
-    Why: on CPU, jaxlib 0.10.2 runs a batched LAPACK Cholesky as parallel tasks on XLA's
-    intra-op thread pool and blocks the calling pool thread until they finish; on a 2-core
-    machine two such calls running concurrently (e.g. the vmapped SDE and ODE samplers of
-    `experiments.oracle_check`) occupy both pool threads and deadlock. Differentiation uses
-    the standard Cholesky JVP.
-    """
-    return _cholesky_sequential(a)
-
-
-@cholesky.defjvp
-def _cholesky_jvp(primals, tangents):
-    return jax.jvp(jnp.linalg.cholesky, primals, tangents)
-
-
 def _alpha_sigma2(gamma, dtype):
     gamma = jnp.asarray(gamma)
     alpha = jnp.sqrt(jax.nn.sigmoid(-gamma)).astype(dtype)
@@ -144,7 +115,7 @@ class GaussianOracle:
 
     def _chol(self, gamma, t=None):
         mean, cov = self.marginal(gamma, t)
-        return mean, cholesky(cov)
+        return mean, jnp.linalg.cholesky(cov)
 
     @staticmethod
     def _precision_from_chol(chol) -> Array:
