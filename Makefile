@@ -16,8 +16,9 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed
 
+# pytest exit 5 (no tests collected) is not a failure of the code; make would turn it into 2.
 test: $(VENV)/.installed
-	$(TEST_ENV) $(PY) -m pytest -q tests
+	$(TEST_ENV) $(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 test-fast: $(VENV)/.installed
 	$(TEST_ENV) $(PY) -m pytest -q -m "not slow" tests
