@@ -48,6 +48,35 @@ def _resolve_gamma(gamma, t):
     return gamma
 
 
+@jax.custom_batching.custom_vmap
+def _cholesky_sequential(a):
+    return jnp.linalg.cholesky(a)
+
+
+@_cholesky_sequential.def_vmap
+def _cholesky_sequential_vmap(axis_size, in_batched, a):
+    return jax.lax.map(_cholesky_sequential, a), True
+
+
+@jax.custom_jvp
+def cholesky(a: Array) -> Array:
+    """Lower Cholesky factor of a (D, D) matrix; under vmap the batch is factorised one matrix
+    at a time (lax.map) instead of by one batched LAPACK call.
+
+    Why: on CPU, jaxlib 0.10.2 runs a batched LAPACK Cholesky as parallel tasks on XLA's
+    intra-op thread pool and blocks the calling pool thread until they finish; on a 2-core
+    machine two such calls running concurrently (e.g. the vmapped SDE and ODE samplers of
+    `experiments.oracle_check`) occupy both pool threads and deadlock. Differentiation uses
+    the standard Cholesky JVP.
+    """
+    return _cholesky_sequential(a)
+
+
+@cholesky.defjvp
+def _cholesky_jvp(primals, tangents):
+    return jax.jvp(jnp.linalg.cholesky, primals, tangents)
+
+
 def _alpha_sigma2(gamma, dtype):
     gamma = jnp.asarray(gamma)
     alpha = jnp.sqrt(jax.nn.sigmoid(-gamma)).astype(dtype)
@@ -115,7 +144,7 @@ class GaussianOracle:
 
     def _chol(self, gamma, t=None):
         mean, cov = self.marginal(gamma, t)
-        return mean, jnp.linalg.cholesky(cov)
+        return mean, cholesky(cov)
 
     @staticmethod
     def _precision_from_chol(chol) -> Array:
@@ -162,6 +191,18 @@ class GaussianOracle:
         xi = jax.random.normal(rng, (n, self.dim), self.K.dtype)
         return mean + xi @ chol.T
 
+    def sigma_points(self, gamma, t=None) -> Array:
+        """The 2D symmetric points α ⊙ m ± √D · L e_j (L = chol(Σ_t)), (2D, D).
+
+        Their empirical mean is α ⊙ m and their empirical covariance (normalised by 2D) is Σ_t,
+        both exactly. Pushed through any affine map (e.g. a discretised PF-ODE with this
+        oracle's linear score) they give the exact mean and covariance of the image of the
+        marginal: a Monte-Carlo-free check of a deterministic sampler.
+        """
+        mean, chol = self._chol(gamma, t)
+        cols = math.sqrt(self.dim) * chol.T  # row j = √D · L e_j
+        return mean + jnp.concatenate([cols, -cols], axis=0)
+
     # ------------------------------------------------------------------ host references
     def log_prob_np(self, z, gamma) -> np.ndarray:
         """`log_prob` in float64 numpy on the host (the reference; not jit-able)."""
@@ -185,14 +226,18 @@ class GaussianOracle:
         plus σ(0) noise. Needs the oracle's basis (not available after `z_only()`).
         """
         if self.basis is None:
-            raise ValueError("logp_x0 needs the oracle's basis; build it with from_data(basis, ...)")
+            raise ValueError(
+                "logp_x0 needs the oracle's basis; build it with from_data(basis, ...)"
+            )
         if callable(gamma):
             gamma = gamma(jnp.asarray(t, jnp.float32))
         x = jnp.asarray(x)
         if x.ndim == 2:
             x = x.reshape(x.shape[0], *self.basis.shape)
         z = self.basis.encode(x)
-        return self.log_prob_np(z, gamma) - float(np.sum(np.log(np.asarray(self.basis.scale, np.float64))))
+        return self.log_prob_np(z, gamma) - float(
+            np.sum(np.log(np.asarray(self.basis.scale, np.float64)))
+        )
 
 
 jax.tree_util.register_dataclass(

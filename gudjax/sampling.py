@@ -23,7 +23,11 @@ Conditional generation by replacement (`Known`): the known components (a mask in
 space) are overwritten after every step (and once at t = 1) with the forward-noised truth
 at their own noise level, z_i ← α_i(t) z0_i + σ_i(t) ε_i: a fresh ε every step for the SDE,
 one fixed ε per trajectory for the ODE (so the known part follows a smooth path). The
-returned z0 holds the exact known values.
+returned z0 holds the exact known values. With a sequential schedule (known components
+generated first) the unknown ones are then sampled from the Gaussian conditional; with
+overlapping windows replacement is only approximate. The PF-ODE also cannot correct a wrong
+start: with γ̃_noise = 3 (SNR e⁻³ at t = 1) p_1 is not N(0, I) and not independent of the known
+part, so ODE replacement keeps an O(α(1)) bias that the SDE forgets; prefer the SDE there.
 """
 
 from __future__ import annotations
@@ -68,6 +72,12 @@ def prior_sample(rng: Array, shape, dtype=jnp.float32) -> Array:
     return jax.random.normal(rng, tuple(shape), dtype)
 
 
+def to_images(basis, z0: Array, *, clip: bool = True) -> Array:
+    """Final images x = Uᵀ(s ⊙ z0) + μ (SPEC §6), clipped to [−1, 1]: (B, D) → (B, H, W, C)."""
+    x = basis.decode(z0)
+    return jnp.clip(x, -1.0, 1.0) if clip else x
+
+
 def time_grid(num_steps: int, t_end: float = 0.0) -> Array:
     """The N + 1 times 1 = t_0 > t_1 > … > t_N = t_end, uniform, float32."""
     return jnp.linspace(1.0, t_end, num_steps + 1, dtype=jnp.float32)
@@ -96,7 +106,8 @@ def _prepare_known(known: Known | None, z: Array):
     b, d = z.shape
     if mask.shape not in ((d,), (b, d)):
         raise ValueError(
-            f"known.mask has shape {tuple(mask.shape)}; allowed: ({d},) or ({b}, {d}) (component space)"
+            f"known.mask has shape {tuple(mask.shape)}; allowed: ({d},) or ({b}, {d}) "
+            "(component space)"
         )
     if z0.shape != z.shape:
         raise ValueError(f"known.z0 has shape {tuple(z0.shape)}, expected {tuple(z.shape)} like z1")

@@ -81,7 +81,9 @@ def test_from_data_matches_the_basis_encoding(name):
     # and back: Uᵀ S K S U = C
     U = np.asarray(basis.matrix(), np.float64)
     s = np.asarray(basis.scale, np.float64)
-    np.testing.assert_allclose(U.T @ (s[:, None] * np.asarray(oracle.K, np.float64) * s) @ U, C, atol=1e-5)
+    np.testing.assert_allclose(
+        U.T @ (s[:, None] * np.asarray(oracle.K, np.float64) * s) @ U, C, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("whiten", [False, True])
@@ -126,8 +128,28 @@ def test_sample_matches_marginal_and_score_is_grad_log_prob():
     np.testing.assert_allclose(oracle.log_prob(zq, gamma), oracle.log_prob_np(zq, gamma), rtol=1e-5)
     # the score at t via gamma_fn, and the scoring helper for the samplers
     gamma_fn = lambda t: sched.gamma(t)
-    np.testing.assert_allclose(oracle.score_fn(gamma_fn)(zq, 0.4), oracle.score(zq, gamma), rtol=1e-6)
+    np.testing.assert_allclose(
+        oracle.score_fn(gamma_fn)(zq, 0.4), oracle.score(zq, gamma), rtol=1e-6
+    )
     np.testing.assert_allclose(oracle.score(zq, gamma_fn, 0.4), oracle.score(zq, gamma), rtol=1e-6)
+
+
+def test_sigma_points_and_sequential_cholesky():
+    basis, oracle, _, _ = _oracle("haar", whiten=True)
+    gamma = schedules.make_schedule("soft", basis, a=2.0).gamma(0.7)
+    pts = np.asarray(oracle.sigma_points(gamma), np.float64)
+    mean, cov = (np.asarray(a, np.float64) for a in oracle.marginal(gamma))
+    assert pts.shape == (2 * basis.dim, basis.dim)
+    np.testing.assert_allclose(pts.mean(0), mean, atol=1e-5)
+    np.testing.assert_allclose(np.cov(pts, rowvar=False, bias=True), cov, atol=1e-4)
+    # the vmap-safe Cholesky: batched = one by one, and differentiable
+    from gudjax.oracle import cholesky
+
+    covs = jnp.stack([oracle.marginal(gamma + s)[1] for s in (0.0, 1.0, -1.0)])
+    np.testing.assert_allclose(jax.vmap(cholesky)(covs), jnp.linalg.cholesky(covs), atol=1e-5)
+    g1 = jax.grad(lambda c: cholesky(c).sum())(covs[0])
+    g2 = jax.grad(lambda c: jnp.linalg.cholesky(c).sum())(covs[0])
+    np.testing.assert_allclose(g1, g2, rtol=1e-5, atol=1e-5)
 
 
 def test_hutchinson_agrees_with_exact_within_its_standard_error():

@@ -41,7 +41,9 @@ def small_oracle(seed: int = 0) -> GaussianOracle:
     a = g.normal(size=(D, D))
     K = a @ a.T / D + 0.2 * np.eye(D)
     m = 0.5 * g.normal(size=D)
-    return GaussianOracle(jnp.asarray(m, jnp.float32), jnp.asarray(K, jnp.float32), jnp.float32(0.0))
+    return GaussianOracle(
+        jnp.asarray(m, jnp.float32), jnp.asarray(K, jnp.float32), jnp.float32(0.0)
+    )
 
 
 # ------------------------------------------------------------------ standard normal data
@@ -86,6 +88,7 @@ def test_likelihood_of_standard_normal_is_exact():
 
 def test_zero_beta_leaves_z_unchanged():
     """A constant γ has β = 0 everywhere: nothing may divide by β, and nothing moves."""
+
     def const_gamma(t):
         return jnp.full((D,), -5.0) + 0.0 * t
 
@@ -141,8 +144,12 @@ def test_replacement_keeps_known_exact_and_samples_the_conditional():
     )
     mean0, cov0 = (np.asarray(a, np.float64) for a in oracle.marginal(gamma_fn(0.0)))
     k, u = known_mask, ~known_mask
-    cond_mean = mean0[u] + cov0[np.ix_(u, k)] @ np.linalg.solve(cov0[np.ix_(k, k)], z0_known[0, k] - mean0[k])
-    cond_cov = cov0[np.ix_(u, u)] - cov0[np.ix_(u, k)] @ np.linalg.solve(cov0[np.ix_(k, k)], cov0[np.ix_(k, u)])
+    cond_mean = mean0[u] + cov0[np.ix_(u, k)] @ np.linalg.solve(
+        cov0[np.ix_(k, k)], z0_known[0, k] - mean0[k]
+    )
+    cond_cov = cov0[np.ix_(u, u)] - cov0[np.ix_(u, k)] @ np.linalg.solve(
+        cov0[np.ix_(k, k)], cov0[np.ix_(k, u)]
+    )
     assert np.max(np.abs(cond_mean - mean0[u])) > 0.3  # conditioning matters here
     for z in run(z1):
         z = np.asarray(z, np.float64)
@@ -163,8 +170,12 @@ def test_replacement_per_example_mask():
     z0 = np.arange(b * D, dtype=np.float32).reshape(b, D) / 10.0
     z1 = prior_sample(jax.random.key(11), (b, D))
     known = Known(jnp.asarray(mask), jnp.asarray(z0))
-    out_sde = sde_sample(jax.random.key(12), oracle.score_fn(gamma_fn), gamma_fn, z1, 20, known=known)
-    out_ode = ode_sample(oracle.score_fn(gamma_fn), gamma_fn, z1, 10, known=known, rng=jax.random.key(13))
+    out_sde = sde_sample(
+        jax.random.key(12), oracle.score_fn(gamma_fn), gamma_fn, z1, 20, known=known
+    )
+    out_ode = ode_sample(
+        oracle.score_fn(gamma_fn), gamma_fn, z1, 10, known=known, rng=jax.random.key(13)
+    )
     for out in (out_sde, out_ode):
         out = np.asarray(out)
         np.testing.assert_array_equal(out[mask], z0[mask])
@@ -176,12 +187,16 @@ def test_bits_per_dim_by_hand():
     """Standard normal in z with s = 1 (log-scale sum 0) at known values z."""
     z = jnp.array([[0.0, 0.0, 0.0], [1.0, -1.0, 2.0]])
     logp = standard_normal_logp(z)
-    by_hand_logp = np.array([-1.5 * math.log(2 * math.pi), -0.5 * 6.0 - 1.5 * math.log(2 * math.pi)])
+    by_hand_logp = np.array(
+        [-1.5 * math.log(2 * math.pi), -0.5 * 6.0 - 1.5 * math.log(2 * math.pi)]
+    )
     np.testing.assert_allclose(logp, by_hand_logp, rtol=1e-6)
     # bpd = −log p / (D ln 2) + 7; for z = 0: ½ log2(2π) + 7 = 8.3257...
     bpd = bits_per_dim(logp, 0.0, 3)
     np.testing.assert_allclose(bpd[0], 0.5 * math.log2(2 * math.pi) + 7.0, rtol=1e-6)
-    np.testing.assert_allclose(bpd[1], (3.0 + 1.5 * math.log(2 * math.pi)) / (3 * math.log(2)) + 7.0, rtol=1e-6)
+    np.testing.assert_allclose(
+        bpd[1], (3.0 + 1.5 * math.log(2 * math.pi)) / (3 * math.log(2)) + 7.0, rtol=1e-6
+    )
     np.testing.assert_allclose(bits_per_dim(logp, 0.0, 3, dequantized=False), bpd - 7.0, rtol=1e-6)
     # scales s_i: log p(x) = log p(z) − Σ log s_i, e.g. s = 1/2 everywhere
     lss = 3 * math.log(0.5)
@@ -214,10 +229,24 @@ def test_bad_known_mask_shape():
         sde_sample(jax.random.key(0), std_normal_score, scalar_gamma, z1, 3, known=known)
     assert "known.mask" in _one_line(e) and f"({D},)" in str(e.value)
     with pytest.raises(ValueError) as e:
-        ode_sample(std_normal_score, scalar_gamma, z1, 3, known=Known(jnp.ones((3, D)), z1), rng=jax.random.key(0))
+        ode_sample(
+            std_normal_score,
+            scalar_gamma,
+            z1,
+            3,
+            known=Known(jnp.ones((3, D)), z1),
+            rng=jax.random.key(0),
+        )
     assert "known.mask" in _one_line(e)
     with pytest.raises(ValueError) as e:
-        ode_sample(std_normal_score, scalar_gamma, z1, 3, known=Known(jnp.ones((D,)), z1[:2]), rng=jax.random.key(0))
+        ode_sample(
+            std_normal_score,
+            scalar_gamma,
+            z1,
+            3,
+            known=Known(jnp.ones((D,)), z1[:2]),
+            rng=jax.random.key(0),
+        )
     assert "known.z0" in _one_line(e)
     with pytest.raises(ValueError) as e:
         ode_sample(std_normal_score, scalar_gamma, z1, 3, known=Known(jnp.ones((D,)), z1))
@@ -250,3 +279,18 @@ def test_bad_steps_and_shapes():
     with pytest.raises(ValueError) as e:
         ode_sample(std_normal_score, scalar_gamma, jnp.zeros((2, D)), 3, t_end=1.0)
     assert "t_end" in _one_line(e)
+
+
+def test_to_images_decodes_and_clips():
+    from gudjax.bases import make_basis
+    from gudjax.sampling import to_images
+
+    basis = make_basis(
+        "pixel", (2, 2, 1), mean=np.full((2, 2, 1), 0.5), variance=np.full(4, 4.0), whiten=True
+    )
+    z = jnp.array([[0.0, 0.1, -1.0, 2.0]])  # x = 2 z + 0.5
+    np.testing.assert_allclose(
+        to_images(basis, z, clip=False).reshape(-1), [0.5, 0.7, -1.5, 4.5], rtol=1e-6
+    )
+    np.testing.assert_allclose(to_images(basis, z).reshape(-1), [0.5, 0.7, -1.0, 1.0], rtol=1e-6)
+    assert to_images(basis, z).shape == (1, 2, 2, 1)
