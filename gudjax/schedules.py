@@ -136,6 +136,13 @@ class Schedule:
 
     def effective_labels(self, params: Mapping | None = None) -> Array:
         """e_i for the linear families (larger = noised earlier = generated later)."""
+        if params:
+            unknown = set(params) - set(self.param_names)
+            if unknown:
+                raise ValueError(
+                    f"schedule '{self.kind}' has no parameter(s) {sorted(unknown)}; "
+                    f"allowed: {', '.join(self.param_names)}"
+                )
         p = self.defaults if params is None else {**self.defaults, **params}
         c = self.consts
         if self.kind == "soft":
@@ -248,7 +255,9 @@ def make_schedule(
         clip = name in ("column", "haar_column")
     l1 = np.zeros(d, np.float32)
     l2 = np.zeros(d, np.float32)
-    consts = dict(gamma_den=gamma_den, gamma_noise=gamma_noise, gamma_min=gamma_min, gamma_max=gamma_max)
+    consts = dict(
+        gamma_den=gamma_den, gamma_noise=gamma_noise, gamma_min=gamma_min, gamma_max=gamma_max
+    )
     if name == "soft":
         l1 = _as_labels(labels, basis, d)
     elif name == "soft_mixed":
@@ -295,7 +304,8 @@ def schedule_from_config(cfg: Mapping, basis) -> Schedule:
     unknown = set(cfg) - allowed
     if unknown:
         raise ValueError(
-            f"unknown config.schedule field(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}"
+            f"unknown config.schedule field(s) {sorted(unknown)}; "
+            f"allowed: {', '.join(sorted(allowed))}"
         )
     return make_schedule(name, basis, **cfg)
 

@@ -407,6 +407,10 @@ def test_schedule_errors_are_one_line_and_name_allowed_values():
     with pytest.raises(ValueError) as e:
         make_schedule("scalar_linear", dim=D).params(a=1.0)
     assert "none" in one_line(e)
+    # ... also when passed straight to gamma (a typo'd key must not silently use the default)
+    with pytest.raises(ValueError) as e:
+        sched.gamma(0.5, {"bb": 0.3})
+    assert "'bb'" in one_line(e)
     with pytest.raises(ValueError) as e:
         make_schedule("cosine", dim=D).effective_labels()
     one_line(e)
