@@ -1,6 +1,9 @@
 """Entry point: python -m gudjax.main --config=configs/<exp>.py[:arg] --workdir=DIR [--mode=...].
 
 Flags are only --config, --workdir and --mode; everything else is --config.a.b=v.
+A multi-process (multi-host) training run adds --coordinator_address, --num_processes and
+--process_id (or the JAX_* environment variables; see docs/operations.md): where the
+processes are is not part of the experiment, so it is not in the config.
 Errors a user can cause are reported as one line (no traceback) with exit code 2.
 """
 
@@ -17,6 +20,21 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).")
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, samples, metrics. Resumes if it holds a run.")
 flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to do.")
+flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "Multi-process training: HOST:PORT of process 0 (default $JAX_COORDINATOR_ADDRESS).",
+)
+flags.DEFINE_integer(
+    "num_processes",
+    None,
+    "Multi-process training: process count (default $JAX_NUM_PROCESSES; 1 = one process).",
+)
+flags.DEFINE_integer(
+    "process_id",
+    None,
+    "Multi-process training: this process' id in [0, num_processes) (default $JAX_PROCESS_ID).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -83,9 +101,21 @@ def main(argv) -> int:
     _quiet_late_read_callbacks()
     from gudjax import run
 
+    if FLAGS.mode != "train" and (FLAGS.num_processes or 1) > 1:
+        print(
+            f"error: --num_processes={FLAGS.num_processes}: only --mode=train runs as several "
+            f"processes; run --mode={FLAGS.mode} as one process",
+            file=sys.stderr,
+        )
+        return 2
     config, workdir = FLAGS.config, os.path.abspath(FLAGS.workdir)
     try:
         if FLAGS.mode == "train":
+            from gudjax import train as training
+
+            training.maybe_initialize_distributed(
+                FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+            )
             run.train(config, workdir)
         elif FLAGS.mode == "sample":
             run.sample(config, workdir)

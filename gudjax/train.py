@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import time
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -42,22 +43,162 @@ class TrainingError(RuntimeError):
 
 
 # ------------------------------------------------------------------ distributed setup
-def maybe_initialize_distributed() -> None:
-    """jax.distributed.initialize() only when a multi-process environment is detected."""
+#: Environment variables read by `maybe_initialize_distributed` (flags on gudjax.main win).
+DIST_ENV = {
+    "coordinator_address": "JAX_COORDINATOR_ADDRESS",
+    "num_processes": "JAX_NUM_PROCESSES",
+    "process_id": "JAX_PROCESS_ID",
+    "timeout": "JAX_INIT_TIMEOUT",
+}
+
+
+def _cluster_detected(env) -> bool:
+    """A scheduler that jax.distributed.initialize() configures itself (TPU pod, Slurm, MPI)."""
+    if env.get("TPU_WORKER_HOSTNAMES", "").count(",") >= 1:
+        return True
+    for var in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+        try:
+            if int(env.get(var, "1")) > 1:
+                return True
+        except ValueError:
+            pass
+    return False
+
+
+def _int_setting(value, source: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}={value!r} is not an integer") from None
+
+
+def _wait_for_coordinator(address: str, timeout: float) -> None:
+    """Fail with one line (not an abort deep inside XLA) when nothing listens at `address`."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=min(5.0, timeout)):
+                return
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise TrainingError(
+                    f"cannot reach the JAX coordinator at {address} within {timeout:g} s "
+                    f"({e.strerror or e}); start process 0 there first, or check the address, "
+                    "the port and the firewall (more time: JAX_INIT_TIMEOUT)"
+                ) from None
+            time.sleep(0.5)
+
+
+def _check_port_free(address: str) -> None:
+    """Process 0 serves the coordinator on the port of `address` (all interfaces)."""
+    import socket
+
+    port = int(address.rpartition(":")[2])
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC: TIME_WAIT is fine
+        try:
+            s.bind(("", port))
+        except OSError as e:
+            raise TrainingError(
+                f"process 0 cannot serve the JAX coordinator on port {port} of "
+                f"{address} ({e.strerror or e}); pick a free port"
+            ) from None
+
+
+def maybe_initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    timeout: int | None = None,
+) -> bool:
+    """jax.distributed.initialize() only when a multi-process run is asked for.
+
+    Each setting comes from its argument (the gudjax.main flags) or else from the
+    environment (`DIST_ENV`: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID,
+    JAX_INIT_TIMEOUT, default 300 s). Without them a TPU pod, Slurm or Open MPI job is
+    detected by JAX itself. One process (or GUDJAX_NO_DISTRIBUTED=1) initialises nothing.
+    Must run before anything touches a JAX device. Returns whether it initialised.
+    On CPU the cross-process collectives are gloo (JAX's default,
+    `jax_cpu_collectives_implementation`).
+    """
+    from jax._src import xla_bridge
+
     env = os.environ
-    if jax.process_count() > 1 or env.get("GUDJAX_NO_DISTRIBUTED"):
-        return
-    if "JAX_COORDINATOR_ADDRESS" in env and int(env.get("JAX_NUM_PROCESSES", "1")) > 1:
-        jax.distributed.initialize(
-            coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
-            num_processes=int(env["JAX_NUM_PROCESSES"]),
-            process_id=int(env["JAX_PROCESS_ID"]),
-            initialization_timeout=int(env.get("JAX_INIT_TIMEOUT", "120")),
-        )
-    elif env.get("TPU_WORKER_HOSTNAMES", "").count(",") >= 1 or "SLURM_NTASKS" in env and int(
-        env.get("SLURM_NTASKS", "1")
-    ) > 1:
+    if jax.distributed.is_initialized() or env.get("GUDJAX_NO_DISTRIBUTED"):
+        return False
+    given = {
+        "coordinator_address": coordinator_address,
+        "num_processes": num_processes,
+        "process_id": process_id,
+        "timeout": timeout,
+    }
+    settings, source = {}, {}
+    for key, value in given.items():
+        if value is None and DIST_ENV[key] in env:
+            value, source[key] = env[DIST_ENV[key]], f"${DIST_ENV[key]}"
+        else:
+            source[key] = f"--{key}"
+        settings[key] = value
+    n_src = source["num_processes"]
+    explicit = any(settings[k] is not None for k in ("coordinator_address", "num_processes"))
+    if not explicit:
+        if not _cluster_detected(env):
+            return False
+        if xla_bridge.backends_are_initialized():
+            raise TrainingError(_TOO_LATE)
         jax.distributed.initialize()
+        return True
+    if settings["num_processes"] is None:
+        raise ValueError(
+            f"{source['coordinator_address']}={settings['coordinator_address']!r} needs the "
+            f"number of processes (--num_processes or ${DIST_ENV['num_processes']})"
+        )
+    num = _int_setting(settings["num_processes"], n_src)
+    if num < 1:
+        raise ValueError(f"{n_src}={num} must be >= 1")
+    if num == 1:
+        return False
+    address = settings["coordinator_address"]
+    if not address or ":" not in str(address) or not str(address).rpartition(":")[2].isdigit():
+        raise ValueError(
+            f"{source['coordinator_address']}={address!r} must be HOST:PORT of process 0 "
+            f"when {n_src}={num}"
+        )
+    if settings["process_id"] is None:
+        raise ValueError(
+            f"{n_src}={num} needs the process id in [0, {num}) (--process_id or "
+            f"${DIST_ENV['process_id']})"
+        )
+    pid = _int_setting(settings["process_id"], source["process_id"])
+    if not 0 <= pid < num:
+        raise ValueError(f"{source['process_id']}={pid} is out of range [0, {num})")
+    wait = _int_setting(settings["timeout"] or 300, source["timeout"])
+    if pid != 0:
+        _wait_for_coordinator(str(address), wait)
+    else:
+        _check_port_free(str(address))
+    if xla_bridge.backends_are_initialized():
+        raise TrainingError(_TOO_LATE)
+    log.info("jax.distributed: process %d of %d, coordinator %s; waiting up to %d s for all "
+             "processes (JAX aborts with DEADLINE_EXCEEDED after that)", pid, num, address, wait)
+    jax.distributed.initialize(
+        coordinator_address=str(address),
+        num_processes=num,
+        process_id=pid,
+        initialization_timeout=wait,
+        cluster_detection_method="deactivate",
+    )
+    return True
+
+
+_TOO_LATE = (
+    "jax.distributed must be initialised before JAX touches a device; call "
+    "maybe_initialize_distributed() first thing in the process"
+)
 
 
 def make_mesh() -> jax.sharding.Mesh:
@@ -224,13 +365,23 @@ def generate(
 
 # ------------------------------------------------------------------ the loop
 class _Preemption:
-    """Turns SIGTERM into a flag the loop checks: checkpoint, wait, exit 0."""
+    """Turns SIGTERM into a flag the loop checks: checkpoint, wait, exit 0.
+
+    Several processes must stop at the same step (checkpointing and every train step
+    are collective). There JAX's preemption service (started by jax.distributed) owns
+    SIGTERM: a notice to any process makes `reached_preemption_sync_point(step)` true on
+    every process at the same step, so `stop(step)` is consistent across processes.
+    """
 
     def __init__(self):
         self.requested = False
         self._old = None
+        self._multi = jax.process_count() > 1 and jax.config.jax_enable_preemption_service
+        self.reason = "pre-emption notice (SIGTERM to a process)" if self._multi else "SIGTERM"
 
     def __enter__(self):
+        if self._multi:
+            return self
         try:
             self._old = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread
@@ -239,6 +390,14 @@ class _Preemption:
 
     def _handle(self, signum, frame):
         self.requested = True
+
+    def stop(self, step_: int) -> bool:
+        """Whether to checkpoint and leave after `step_` (called once per step)."""
+        if self._multi:
+            from jax.experimental import multihost_utils
+
+            self.requested = multihost_utils.reached_preemption_sync_point(step_)
+        return self.requested
 
     def __exit__(self, *exc):
         if self._old is not None:
@@ -279,6 +438,10 @@ def build(config, workdir: str):
     validate_config(config)
     mesh = make_mesh()
     basis = fit_or_load_basis(config, workdir)
+    if jax.process_count() > 1:  # every process trains with process 0's basis, bit for bit
+        from jax.experimental import multihost_utils
+
+        basis = multihost_utils.broadcast_one_to_all(basis)
     schedule = schedules.schedule_from_config(config.schedule, basis)
     root = jax.random.PRNGKey(config.seed)
     graphdef, params = create_model(
@@ -342,6 +505,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     meta = {"config": json.loads(config.to_json_best_effort()), "gudjax": gudjax.__version__}
     log.info("model: %s parameters", f"{count_params(state['params']):,}")
 
+    # Several CPU processes (gloo collectives) with many steps queued can deadlock
+    # (seen with jax 0.10.2 and >= 2 devices per process): wait for each step there.
+    block_every_step = jax.process_count() > 1 and jax.devices()[0].platform == "cpu"
     pending: list[tuple[int, dict]] = []
     last_saved = start if restored is not None else None
     t_last, steps_since = time.time(), 0
@@ -385,6 +551,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 batch = input_pipeline.to_model_input(data.batch(s - 1))
                 state, metrics = train_step(state, basis_r, schedule_r, shard_batch(batch, mesh), root_r)
                 pending.append((s, metrics))
+                if block_every_step:
+                    metrics["loss"].block_until_ready()
                 steps_since += 1
                 if s % config.train.log_every == 0 or s == num_steps:
                     last_loss = flush()
@@ -399,10 +567,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 if s % config.train.checkpoint_every == 0 or s == num_steps:
                     save(s)
                 if config.train.sample_every and s % config.train.sample_every == 0 and is_main:
-                    write_samples(config, graphdef, state["ema_params"], basis, schedule,
+                    # host copy: a jit over the global (all-process) array would wait
+                    # for the other processes, which do not sample
+                    ema = jax.device_get(state["ema_params"])
+                    write_samples(config, graphdef, ema, basis, schedule,
                                   os.path.join(sample_dir, f"samples_{s:07d}.png"), s)
-                if pre.requested:
-                    log.warning("SIGTERM: checkpointing step %d and exiting", s)
+                if pre.stop(s):
+                    log.warning("%s: checkpointing step %d and exiting", pre.reason, s)
                     if last_saved != s:
                         save(s)
                     preempted = True
