@@ -1,4 +1,31 @@
-"""Defaults shared by every experiment config (configs/*.py build on `base_config()`)."""
+"""Defaults shared by every experiment config (configs/*.py build on `base_config()`).
+
+The shape of a config file (configs/<experiment>.py):
+
+    ARGS = {"runlocal": ("",), "whiten": ("0", "1")}     # optional: get_config arguments
+
+    def get_config(arg=None):                           # --config=configs/x.py:runlocal,whiten=1
+        args = parse_arg(arg, ARGS)                     # {'runlocal': '', 'whiten': '1'}
+        ...
+
+    def sweep(add):                                     # optional: the runs the paper makes
+        for whiten in (0, 1):
+            add(whiten=whiten)
+
+Arguments (`ARGS`): the names `get_config` understands, each with the values the tests
+build (``""`` for a flag such as ``runlocal``). `parse_arg(arg, ARGS)` refuses other names
+with a one-line error, so a typo such as ``whitne=1`` cannot silently train the default.
+
+Sweeps (`sweep(add)`, expanded by ``python -m experiments.sweep``): every call
+``add(**overrides)`` registers one run, with its own workdir named after the overrides.
+Each keyword is either
+  - a get_config argument listed in ARGS (``add(whiten=1)``, ``add(b=0.3)``): merged into
+    the config argument, ``--config=configs/x.py:runlocal,whiten=1``; or
+  - a config field, as its dotted path (``add(**{"optim.lr": 1e-4, "seed": 1})``): passed as
+    ``--config.optim.lr=0.0001 --config.seed=1``.
+The sweep launcher builds the config of every point and checks every field exists (and
+takes the value's type) before it launches anything. A config without `sweep` is one run.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +69,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.sample.inpaint = ml_collections.config_dict.placeholder(str)
     c.sample.extend_columns = ml_collections.config_dict.placeholder(int)
     c.sample.extend_width = ml_collections.config_dict.placeholder(int)  # None: 2 × W
+    # First window of an extension: "noise" (an unconditional sample) or "test" (the first
+    # sample.num real test images, kept as the left W columns).
+    c.sample.extend_from = "noise"
+    # Images per sampler call, split over all local devices; None = min(num, 256).
+    c.sample.batch_size = ml_collections.config_dict.placeholder(int)
 
     # Evaluation (--mode=eval, gudjax/evaluate.py): NLL in bits/dim through the PF-ODE,
     # the Gaussian baseline, Fréchet distance in classifier features, family sweeps.
@@ -60,8 +92,13 @@ def base_config() -> ml_collections.ConfigDict:
             max_steps=4096,
             baseline_ode_images=8,  # PF-ODE cross-check of the closed-form Gaussian baseline
             fd=True,
-            features="classifier",  # FD-<dataset>-classifier (not FID)
-            inception_weights=ph(str),  # standard FID: not supported yet (one-line error)
+            # "classifier": FD-<dataset>-classifier (not FID), plus "FID" when
+            # inception_weights is set; "inception": FID only (needs inception_weights).
+            features="classifier",
+            # Standard FID: a local .npz of pytorch-fid's InceptionV3 weights (convert the .pth
+            # with experiments/convert_inception_weights.py); None = no FID.
+            inception_weights=ph(str),
+            inception_batch_size=64,  # images per Inception call (split over the devices)
             fd_num_samples=ph(int),  # generated images; None = as many as reference images
             fd_num_reference=ph(int),  # test images; None = the whole split
             sampler=ph(str),  # sde | ode; None = config.sample.solver
@@ -119,15 +156,117 @@ def digits_defaults(c: ml_collections.ConfigDict, *, runlocal: bool = False) -> 
         e.classifier_steps = 500
 
 
-def parse_arg(arg: str | None) -> dict[str, str]:
-    """'runlocal,whiten=1' → {'runlocal': '', 'whiten': '1'}."""
+def cifar_defaults(
+    c: ml_collections.ConfigDict, *, dataset: str = "cifar10", runlocal: bool = False
+) -> None:
+    """Data, network and training sizes of the paper's 32×32×3 runs (CIFAR-10, PCAM).
+
+    Full size: `dataset` at 32×32 (patch_camelyon: 96×96 area-averaged 3×3), random
+    horizontal flips, the default U-Net (`default_model_config`), batch 128, AdamW at
+    2e-4 with 5k warm-up steps, EMA 0.9999, 300k steps, NLL on the whole test split.
+
+    runlocal: the OFFLINE STAND-IN `photo_patches` (32×32×3 tiles of scikit-image's
+    photos, `gudjax.datasets.photo_patches`; CIFAR-10 and PCAM cannot be downloaded here),
+    a small U-Net (0.32M parameters: ch 16, resolutions 32, 16, 8), batch 32, 200 steps
+    (12 GFLOP per step): about 80 s of training at ~2.5 steps/s on 2 CPU cores, a few
+    minutes end to end (measured: experiments/README.md). Its numbers say nothing about
+    CIFAR-10 or PCAM.
+    """
+    c.batch_size = 128
+    c.data.name = dataset
+    c.data.image_size = 32
+    c.data.channels = 3
+    c.data.random_flip = True
+    c.model = default_model_config()
+
+    c.optim.lr = 2e-4
+    c.optim.warmup_steps = 5000
+    c.optim.decay = "constant"
+    c.optim.ema_decay = 0.9999
+    c.train.num_steps = 300_000
+    c.train.log_every = 100
+    c.train.checkpoint_every = 10_000
+    c.train.keep_checkpoints = 3
+    c.sample.steps = 250
+    c.sample.num = 64
+    e = c.eval
+    e.num_images = None  # the whole test split (the paper's NLL)
+    e.batch_size = 128
+    e.fd_num_samples = 10_000
+    e.fd_num_reference = 10_000
+    e.classifier_steps = 5000
+
+    if runlocal:
+        c.batch_size = 32
+        c.data.name = "photo_patches"
+        m = c.model
+        m.ch = 16
+        m.ch_mult = (1, 2, 2)
+        m.num_res_blocks = 1
+        m.attn_resolutions = (8,)
+        m.cross_attn_resolutions = (8,)
+        m.token_dim = 32
+        m.dropout = 0.0
+        c.optim.lr = 1e-3
+        c.optim.warmup_steps = 20
+        c.optim.decay = "cosine"
+        c.optim.ema_decay = 0.99
+        c.train.num_steps = 200
+        c.train.log_every = 20
+        c.train.checkpoint_every = 100
+        c.sample.steps = 50
+        c.sample.num = 16
+        e.num_images = 64
+        e.batch_size = 64
+        e.fd_num_samples = 128
+        e.fd_num_reference = None  # the whole stand-in test split (685)
+        e.classifier_steps = 300
+        e.classifier_train_examples = None
+
+
+def parse_arg(arg: str | None, allowed: dict | None = None) -> dict[str, str]:
+    """'runlocal,whiten=1' → {'runlocal': '', 'whiten': '1'}.
+
+    With `allowed` (a config file's ARGS), a name not in it is a one-line ValueError.
+    """
     out = {}
     for part in (arg or "").split(","):
         part = part.strip()
         if part:
             k, _, v = part.partition("=")
             out[k.strip()] = v.strip()
+    if allowed is not None:
+        unknown = [k for k in out if k not in allowed]
+        if unknown:
+            raise ValueError(
+                f"unknown config argument {unknown[0]!r} in {arg!r}; allowed: "
+                f"{', '.join(allowed) or 'none'} (e.g. --config=configs/x.py:runlocal)"
+            )
     return out
+
+
+def arg_bool(args: dict[str, str], name: str, default: bool = False) -> bool:
+    """A 0/1/true/false config argument; a bad value is a one-line ValueError."""
+    value = args.get(name)
+    if value is None:
+        return default
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", ""):
+        return True
+    if v in ("0", "false", "no"):
+        return False
+    raise ValueError(f"config argument {name}={value!r}; allowed: 0, 1 (or true, false)")
+
+
+def arg_float(args: dict[str, str], name: str, default: float) -> float:
+    """A float config argument; a bad value is a one-line ValueError."""
+    value = args.get(name)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"config argument {name}={value!r} is not a number") from None
 
 
 def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:

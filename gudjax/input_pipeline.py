@@ -7,6 +7,9 @@ u ~ U[0, 1) ("uniform" dequantisation, for likelihoods).
 Data sets (`DATASETS`):
   digits          scikit-learn's 8×8×1 digits (`gudjax.datasets.digits`), prepared offline
                   automatically on first use (it ships inside scikit-learn).
+  photo_patches   32×32×3 tiles of scikit-image's bundled colour photos
+                  (`gudjax.datasets.photo_patches`), train 3451 / test 685, prepared offline
+                  automatically: the stand-in for cifar10 / patch_camelyon in `runlocal`.
   cifar10         TFDS `cifar10`, 32×32×3, train 50000 / test 10000.
   patch_camelyon  TFDS `patch_camelyon`, 96×96×3 (use image_size 32: 3×3 area average).
 cifar10 and patch_camelyon must be prepared beforehand in ArrayRecord format (the only TFDS
@@ -15,9 +18,9 @@ format with random access that needs no TensorFlow to read):
 (`tfds build` itself imports TensorFlow, so run it once where TensorFlow is installed).
 Nothing here ever downloads: a missing data set raises `DatasetNotFoundError` at once.
 
-Data directory (`config.data.data_dir`): when None, digits uses `$GUDJAX_DATA_DIR` or
-`~/tensorflow_datasets`; the TFDS data sets use the TFDS default (`$TFDS_DATA_DIR` or
-`~/tensorflow_datasets`).
+Data directory (`config.data.data_dir`): when None, digits and photo_patches use
+`$GUDJAX_DATA_DIR` or `~/tensorflow_datasets`; the TFDS data sets use the TFDS default
+(`$TFDS_DATA_DIR` or `~/tensorflow_datasets`).
 
 Training order (`TrainData`), deterministic and resumable without any iterator state:
 the training stream is the infinite sequence of example indices
@@ -112,6 +115,7 @@ DATASETS: dict[str, DatasetInfo] = {
         "test",
         prepare=_BUILD.format(name="patch_camelyon"),
     ),
+    "photo_patches": DatasetInfo("photo_patches", (32, 32, 3), "train", "test", prepare="auto"),
 }
 
 _GUDJAX_DATA_DIR = "GUDJAX_DATA_DIR"
@@ -179,7 +183,7 @@ def resolve_data_dir(data_config) -> str:
     _info(data_config)
     data_dir = data_config.get("data_dir", None)
     if not data_dir:
-        if data_config.name == "digits":
+        if data_config.name in _LOCAL_BUILDERS:
             data_dir = os.environ.get(_GUDJAX_DATA_DIR) or "~/tensorflow_datasets"
         else:
             data_dir = tfds.core.constants.get_default_data_dir()
@@ -275,15 +279,29 @@ def _file_lock(path: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _digits_builder(data_dir: str):
-    from gudjax.datasets.digits import Digits
+def _local_builder_class(name: str):
+    """The builder class of a data set that ships inside a Python package ("auto")."""
+    if name == "digits":
+        from gudjax.datasets.digits import Digits
 
-    builder = Digits(data_dir=data_dir, file_format="array_record")
+        return Digits
+    from gudjax.datasets.photo_patches import PhotoPatches
+
+    return PhotoPatches
+
+
+# Data sets built offline on first use (prepare="auto"), from packages' bundled data.
+_LOCAL_BUILDERS = ("digits", "photo_patches")
+
+
+def _local_builder(name: str, data_dir: str):
+    cls = _local_builder_class(name)
+    builder = cls(data_dir=data_dir, file_format="array_record")
     if not builder.is_prepared():
         os.makedirs(data_dir, exist_ok=True)
         # Several processes (hosts, test workers) may share the data_dir: build once.
-        with _file_lock(os.path.join(data_dir, ".digits.lock")):
-            builder = Digits(data_dir=data_dir, file_format="array_record")
+        with _file_lock(os.path.join(data_dir, f".{name}.lock")):
+            builder = cls(data_dir=data_dir, file_format="array_record")
             if not builder.is_prepared():
                 builder.download_and_prepare(
                     download_config=tfds.download.DownloadConfig(try_download_gcs=False)
@@ -318,8 +336,8 @@ def load_split(data_config, split: str) -> ImageSource:
     image_shape(data_config)  # validates channels
     data_dir = resolve_data_dir(data_config)
     tfds_split = {"train": info.train_split, "test": info.test_split}.get(split, split)
-    if data_config.name == "digits":
-        builder = _digits_builder(data_dir)
+    if data_config.name in _LOCAL_BUILDERS:
+        builder = _local_builder(data_config.name, data_dir)
     else:
         builder = _tfds_builder(info, data_dir)
     try:

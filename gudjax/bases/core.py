@@ -35,7 +35,10 @@ Array = Any
 #: floored here, so whitening and likelihoods stay finite.
 MIN_VARIANCE = (2.0 / 256.0) ** 2 / 12.0
 
-LABEL_NAMES = ("variance", "frequency", "level", "orientation", "column", "row", "colpos", "index")
+LABEL_NAMES = (
+    "variance", "frequency", "log_frequency", "level", "orientation", "column", "row", "colpos",
+    "index",
+)
 
 _REGISTRY: dict[str, type[BasisSpec]] = {}
 

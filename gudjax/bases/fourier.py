@@ -8,7 +8,8 @@ k = (ky, kx) of the (H, W, C) layout:
   k after its partner:                    −√2 Im F_k   (= √2 Im F_{−k})
 Each conjugate pair keeps |F_k|² + |F_{−k}|² = (√2 Re F_k)² + (√2 Im F_k)², so the map is a
 linear isometry R^D → R^D, i.e. orthonormal and real: white noise stays white noise.
-Labels: frequency = |k| with signed frequencies (fftfreq · size); row/column = position.
+Labels: frequency = |k| with signed frequencies (fftfreq · size), log_frequency = log(1 + |k|)
+(the ordering of the (a, r) family, SPEC §9); row/column = position.
 Groups: integer shells of |k|.
 """
 
@@ -70,7 +71,7 @@ class FourierBasis(BasisSpec):
         fx = np.fft.fftfreq(w) * w
         ky, kx = np.meshgrid(fy, fx, indexing="ij")
         freq = np.repeat(np.sqrt(ky**2 + kx**2)[..., None], ch, axis=-1).reshape(-1)
-        return {**pixel_grid_labels(shape), "frequency": freq}
+        return {**pixel_grid_labels(shape), "frequency": freq, "log_frequency": np.log1p(freq)}
 
     @classmethod
     def groups(cls, shape, options, variance):
