@@ -25,7 +25,12 @@ schedule, or `haar_column`): generate a first window of width W (or start from g
 images), then repeatedly shift the window right by k columns: the W − k kept columns are
 known (left part of the window, which the column schedule generates first, so the
 known part is the part a left-to-right model conditions on), the k new columns are
-generated, and appended. The result is cropped to the requested width.
+generated, and appended. The result is cropped to the requested width. From the command line
+(`run.sample`): config.sample.extend_columns=k, config.sample.extend_from="noise" (first window
+sampled) or "test" (first window = real test images, kept exactly as the left W columns).
+
+Every sampler call splits its batch over all local devices (`sample_known`, as
+`evaluate.generate`); the result does not depend on the number of devices.
 """
 
 from __future__ import annotations
@@ -136,34 +141,58 @@ def known_components(basis, mask) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ sampling with known parts
-@functools.partial(jax.jit, static_argnames=("solver", "steps"))
-def _sample_known(model, z0_known, comp_mask, rng, *, solver, steps):
+@functools.partial(jax.jit, static_argnames=("solver", "steps", "rows"))
+def _sample_known(model, z0_known, comp_mask, rng, *, solver, steps, rows=None):
     k1, k2 = jax.random.split(rng)
     z1 = jax.random.normal(k1, z0_known.shape)
+    if rows is not None:  # the batch split over devices; the noise values do not change
+        z1 = jax.lax.with_sharding_constraint(z1, rows)
     known = sampling.Known(comp_mask, z0_known)
+    from gudjax.evaluate import sharded_score_fn
+
+    score_fn = sharded_score_fn(model.score_fn(), rows)
     if solver == "sde":
-        z0 = sampling.sde_sample(k2, model.score_fn(), model.gamma_fn(), z1, steps, known=known)
+        z0 = sampling.sde_sample(k2, score_fn, model.gamma_fn(), z1, steps, known=known)
     else:
-        z0 = sampling.ode_sample(model.score_fn(), model.gamma_fn(), z1, steps, known=known, rng=k2)
-    return jnp.clip(model.basis.decode(z0), -1.0, 1.0)
+        z0 = sampling.ode_sample(score_fn, model.gamma_fn(), z1, steps, known=known, rng=k2)
+    x = jnp.clip(model.basis.decode(z0), -1.0, 1.0)
+    return x if rows is None else jax.lax.with_sharding_constraint(x, rows)
 
 
-def sample_known(model, x_known, comp_mask, *, rng, solver: str = "sde", steps: int = 250):
+def sample_known(
+    model, x_known, comp_mask, *, rng, solver: str = "sde", steps: int = 250, mesh=None
+):
     """Images (B, H, W, C) in [−1, 1] with the components in `comp_mask` ((D,) or (B, D))
     conditioned by replacement on those of `x_known` (B, H, W, C). `model`: a
-    `evaluate.ScoreModel` (network or oracle)."""
+    `evaluate.ScoreModel` (network or oracle).
+
+    The batch is split over `mesh` (default: all local devices; padded to a multiple of the
+    device count); the result does not depend on the number of devices (see
+    `evaluate.generate`).
+    """
+    from gudjax import evaluate
+
     if solver not in ("sde", "ode"):
         raise ValueError(f"unknown config.sample.solver '{solver}'; allowed: sde, ode")
-    x_known = jnp.asarray(x_known, jnp.float32)
-    z0 = model.basis.encode(x_known)
-    comp_mask = jnp.asarray(comp_mask, bool)
+    x_known = np.asarray(x_known, np.float32)
+    b = x_known.shape[0]
     d = model.basis.dim
-    if comp_mask.shape not in ((d,), (z0.shape[0], d)):
+    comp_mask = np.asarray(comp_mask, bool)
+    if comp_mask.shape not in ((d,), (b, d)):
         raise ValueError(
-            f"component mask has shape {tuple(comp_mask.shape)}; allowed: ({d},) "
-            f"or ({z0.shape[0]}, {d})"
+            f"component mask has shape {tuple(comp_mask.shape)}; allowed: ({d},) or ({b}, {d})"
         )
-    return np.asarray(_sample_known(model, z0, comp_mask, rng, solver=solver, steps=int(steps)))
+    mesh = evaluate.batch_mesh() if mesh is None else mesh
+    rows = evaluate.row_sharding(mesh)
+    size = evaluate.padded_size(b, mesh)
+    model = evaluate.replicate_on(model, mesh)
+    z0 = model.basis.encode(jax.device_put(evaluate.pad_rows(x_known, size), rows))
+    if comp_mask.ndim == 2:
+        comp = jax.device_put(evaluate.pad_rows(comp_mask, size), rows)
+    else:
+        comp = evaluate.replicate_on(comp_mask, mesh)
+    out = _sample_known(model, z0, comp, rng, solver=solver, steps=int(steps), rows=rows)
+    return np.asarray(out)[:b]
 
 
 def inpaint(

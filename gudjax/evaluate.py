@@ -25,8 +25,16 @@ is log p_0 (the Gaussian convolved with the schedule's σ(0) noise), so it sits 
 Fréchet distance (`gudjax.features`): generated images (EMA params, config sampler and
 steps) are quantised to uint8 like real images, mapped back with centre dequantisation,
 and compared with the test images in the features of a small classifier trained on the
-same data set: "FD-<dataset>-classifier", not FID. `fd_train_vs_test` (train images vs test
+same data set: "FD-<dataset>-classifier", not FID. With config.eval.inception_weights (a
+local .npz of pytorch-fid's Inception weights, `gudjax.inception`) the same samples also give
+"FID" in standard InceptionV3 pool-3 features, reported under "fid" with the weights file's
+sha256 (config.eval.features="inception": FID alone). `fd_train_vs_test` (train images vs test
 images, same counts) is the floor a perfect model would reach with these sample sizes.
+
+Devices: NLL batches and sampler batches are split over all local devices (a 1-D mesh on the
+batch axis, `batch_mesh`; jit with NamedSharding, the model replicated); see `nll_bpd` and
+`generate` for how the numbers compare with one-device numbers (samples: equal up to float
+round-off; NLL: to the solver tolerance).
 
 Sweeps: config.eval.sweep = "a=0:2:5" (5 points from 0 to 2), "a=0,0.5,1", or a grid
 "a=0,1,2;b=0.3,0.5" (first parameter slowest). Every point is evaluated from the same
@@ -132,8 +140,60 @@ def _family_arrays(family: Mapping | None) -> dict:
 
 def _on_one_device(tree):
     """Host copy placed on the first device (replicated checkpoint arrays would make jit
-    run the whole evaluation once per device)."""
+    run the whole evaluation once per device); the batched paths re-place it on their mesh."""
     return jax.device_put(jax.device_get(tree), jax.devices()[0])
+
+
+# ------------------------------------------------------------------ batches over devices
+def batch_mesh(devices: Sequence | None = None) -> jax.sharding.Mesh:
+    """1-D mesh over the local devices (default: all of them), axis "data" (`step.AXIS`)."""
+    devices = jax.local_devices() if devices is None else list(devices)
+    return jax.sharding.Mesh(np.asarray(devices), (step.AXIS,))
+
+
+def row_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+    """Leading (batch) axis split over the mesh, other axes whole; valid for any rank."""
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(step.AXIS))
+
+
+def replicate_on(tree, mesh: jax.sharding.Mesh):
+    """Every leaf copied to every device of the mesh (model parameters, basis, schedule)."""
+    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.device_put(tree, rep)
+
+
+def sharded_score_fn(score_fn, rows):
+    """score_fn with its input and output pinned to the batch sharding `rows` (None: as is).
+
+    Pins what XLA's propagation cannot infer: e.g. Hutchinson probes (P, B, D) are drawn
+    inside the likelihood code without a sharding, and the Jacobian-vector products through
+    the network would then run on the whole batch on every device. The constraint is linear,
+    so its JVP pins the tangents (the probes) too, and vmap keeps B as the sharded axis.
+    """
+    if rows is None:
+        return score_fn
+
+    def fn(z, t):
+        z = jax.lax.with_sharding_constraint(z, rows)
+        return jax.lax.with_sharding_constraint(score_fn(z, t), rows)
+
+    return fn
+
+
+def padded_size(n: int, mesh: jax.sharding.Mesh) -> int:
+    """n rounded up to a multiple of the number of devices in the mesh."""
+    k = mesh.devices.size
+    return -(-int(n) // k) * k
+
+
+def pad_rows(x: np.ndarray, size: int, mode: str = "first") -> np.ndarray:
+    """x (n, ...) padded to (size, ...): repeats of row 0 ('first') or zeros ('zeros')."""
+    x = np.asarray(x)
+    m = size - x.shape[0]
+    if m <= 0:
+        return x
+    fill = np.repeat(x[:1], m, axis=0) if mode == "first" else np.zeros((m, *x.shape[1:]), x.dtype)
+    return np.concatenate([x, fill])
 
 
 def network_model(graphdef, params, basis, schedule, family: Mapping | None = None) -> ScoreModel:
@@ -165,12 +225,17 @@ def dequantize_uniform(images_uint8, seed: int) -> np.ndarray:
 
 
 @functools.partial(
-    jax.jit, static_argnames=("divergence", "num_probes", "rtol", "atol", "solver", "max_steps")
+    jax.jit,
+    static_argnames=("divergence", "num_probes", "rtol", "atol", "solver", "max_steps", "rows"),
 )
-def _bpd_batch(model: ScoreModel, x, rng, *, divergence, num_probes, rtol, atol, solver, max_steps):
+def _bpd_batch(
+    model: ScoreModel, x, rng, *, divergence, num_probes, rtol, atol, solver, max_steps, rows=None
+):
     basis = model.basis
+    if rows is not None:  # the batch split over devices (GSPMD partitions the whole solve)
+        x = jax.lax.with_sharding_constraint(x, rows)
     out = likelihood.ode_log_likelihood(
-        model.score_fn(),
+        sharded_score_fn(model.score_fn(), rows),
         model.gamma_fn(),
         basis.encode(x),
         prior_logp=model.prior_logp(),
@@ -183,7 +248,10 @@ def _bpd_batch(model: ScoreModel, x, rng, *, divergence, num_probes, rtol, atol,
         max_steps=max_steps,
         jump_ts=model.jump_ts(),
     )
-    return likelihood.bits_per_dim(out["logp"], basis, basis.dim), out["nfe"]
+    bpd = likelihood.bits_per_dim(out["logp"], basis, basis.dim)
+    if rows is not None:
+        bpd = jax.lax.with_sharding_constraint(bpd, rows)
+    return bpd, out["nfe"]
 
 
 def nll_bpd(
@@ -198,6 +266,7 @@ def nll_bpd(
     atol: float = 1e-5,
     solver: str = "tsit5",
     max_steps: int = 4096,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> dict:
     """Bits/dim of dequantised images x (N, H, W, C) ∈ [−1, 1] under `model`.
 
@@ -205,24 +274,37 @@ def nll_bpd(
     one padded with repeats of its first row, so every batch shares one compilation);
     Hutchinson probes come from fold_in(PRNGKey(seed), batch index), identical for every
     model evaluated on the same x.
+
+    Devices: each batch is split over `mesh` (default `batch_mesh()`: all local devices) on
+    its leading axis, the model replicated (jit + NamedSharding; XLA partitions the solve).
+    A batch whose size is not a multiple of the device count is padded with more repeats of
+    its first row. The images, probes and solver are the same on any number of devices; the
+    adaptive solver takes one step-size sequence per batch (its error norm is over the whole
+    batch, a cross-device reduction). Partitioned matmuls round differently, and round-off
+    (or, when `batch_size` is not a multiple of the device count, the extra padding rows) can
+    change an accept/reject decision of that shared controller, so the result agrees with the
+    one-device result to the solver tolerance, not bitwise (measured on the 4×4 oracle:
+    ≤ 1.2e-4 bpd at rtol = atol = 1e-4, ≤ 3e-5 at 1e-5).
     """
     x = np.asarray(x, np.float32)
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(model.basis.shape):
         raise ValueError(
             f"images have shape {x.shape}, expected (N, {', '.join(map(str, model.basis.shape))})"
         )
+    mesh = batch_mesh() if mesh is None else mesh
+    rows = row_sharding(mesh)
+    model = replicate_on(model, mesh)
     n = x.shape[0]
     bs = max(1, min(int(batch_size), n))
+    size = padded_size(bs, mesh)
     root = jax.random.PRNGKey(seed)
     bpd, nfe = [], []
     for i, lo in enumerate(range(0, n, bs)):
         chunk = x[lo : lo + bs]
         m = chunk.shape[0]
-        if m < bs:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], bs - m, axis=0)])
         b, e = _bpd_batch(
             model,
-            jnp.asarray(chunk),
+            jax.device_put(pad_rows(chunk, size), rows),
             jax.random.fold_in(root, i),
             divergence=divergence,
             num_probes=int(num_probes),
@@ -230,6 +312,7 @@ def nll_bpd(
             atol=float(atol),
             solver=solver,
             max_steps=int(max_steps),
+            rows=rows,
         )
         b = np.asarray(b, np.float64)[:m]
         if not np.all(np.isfinite(b)):
@@ -310,37 +393,71 @@ def gaussian_oracle(fit: GaussianFit, basis) -> GaussianOracle:
 
 
 # ------------------------------------------------------------------ generation
-@functools.partial(jax.jit, static_argnames=("num", "solver", "steps"))
-def _generate(model: ScoreModel, rng, *, num, solver, steps):
+@functools.partial(jax.jit, static_argnames=("num", "solver", "steps", "rows"))
+def _generate(model: ScoreModel, rng, *, num, solver, steps, rows=None):
     k1, k2 = jax.random.split(rng)
     z1 = jax.random.normal(k1, (num, model.basis.dim))
+    if rows is not None:  # the batch split over devices; the noise values do not change
+        z1 = jax.lax.with_sharding_constraint(z1, rows)
+    score_fn = sharded_score_fn(model.score_fn(), rows)
     if solver == "sde":
-        z0 = sampling.sde_sample(k2, model.score_fn(), model.gamma_fn(), z1, steps)
+        z0 = sampling.sde_sample(k2, score_fn, model.gamma_fn(), z1, steps)
     else:
-        z0 = sampling.ode_sample(model.score_fn(), model.gamma_fn(), z1, steps)
-    return jnp.clip(model.basis.decode(z0), -1.0, 1.0)
+        z0 = sampling.ode_sample(score_fn, model.gamma_fn(), z1, steps)
+    x = jnp.clip(model.basis.decode(z0), -1.0, 1.0)
+    return x if rows is None else jax.lax.with_sharding_constraint(x, rows)
 
 
 SOLVERS = ("sde", "ode")
+#: Fréchet entries of an eval row: classifier features, standard FID (Inception pool-3)
+FD_KEYS = ("fd", "fid")
 
 
 def generate(
-    model: ScoreModel, num: int, *, rng, solver: str = "sde", steps: int = 250, batch_size: int = 64
+    model: ScoreModel,
+    num: int,
+    *,
+    rng,
+    solver: str = "sde",
+    steps: int = 250,
+    batch_size: int = 64,
+    mesh: jax.sharding.Mesh | None = None,
+    progress: bool = False,
 ) -> np.ndarray:
     """`num` images in [−1, 1] (num, H, W, C): reverse SDE (Euler–Maruyama) or Heun PF-ODE,
-    in batches of `batch_size` (one compilation; batch i uses fold_in(rng, i))."""
+    in batches of `batch_size` (one compilation; batch i uses fold_in(rng, i)).
+
+    Each batch is split over `mesh` (default: all local devices), padded to a multiple of the
+    device count. The result does not depend on the number of devices: with JAX's
+    partitionable threefry (the default) a random draw of shape (B', D) agrees with one of
+    shape (B, D) on the first B rows and is the same under any sharding, and the samplers act
+    per image. `progress` logs one line per batch.
+    """
     if solver not in SOLVERS:
         raise ValueError(f"unknown sampler '{solver}'; allowed: {', '.join(SOLVERS)}")
+    mesh = batch_mesh() if mesh is None else mesh
+    rows = row_sharding(mesh)
+    model = replicate_on(model, mesh)
     bs = max(1, min(int(batch_size), int(num)))
+    size = padded_size(bs, mesh)
+    num_batches = -(-int(num) // bs)
     out = []
-    for i in range(-(-int(num) // bs)):
-        out.append(
-            np.asarray(
-                _generate(
-                    model, jax.random.fold_in(rng, i), num=bs, solver=solver, steps=int(steps)
-                )
-            )
+    t0 = time.time()
+    for i in range(num_batches):
+        x = _generate(
+            model, jax.random.fold_in(rng, i), num=size, solver=solver, steps=int(steps), rows=rows
         )
+        out.append(np.asarray(x)[:bs])
+        if progress:
+            done = min((i + 1) * bs, int(num))
+            log.info(
+                "sampling: %d/%d images (%.1f s, %d device%s)",
+                done,
+                int(num),
+                time.time() - t0,
+                mesh.devices.size,
+                "s" if mesh.devices.size > 1 else "",
+            )
     return np.concatenate(out)[:num]
 
 
@@ -517,9 +634,7 @@ def evaluate_trained(
         )
 
     # -- FD: features, reference statistics, noise floor
-    fd_info = None
-    if s.get("fd", True):
-        fd_info = _fd_setup(config, s, workdir)
+    fd_infos = _fd_setup(config, s, workdir)  # {"fd": classifier, "fid": Inception}
 
     # -- the rows
     rows = []
@@ -558,20 +673,23 @@ def evaluate_trained(
                 "beats_baseline": bool(mean < g_mean),
             },
         }
-        if fd_info is not None:
+        if fd_infos:  # one set of samples, compared in every feature space
+            any_info = next(iter(fd_infos.values()))
             gen = generate(
                 m,
-                int(fd_info["num_generated"]),
+                int(any_info["num_generated"]),
                 rng=jax.random.fold_in(jax.random.PRNGKey(int(s["seed"])), 1000),
                 solver=s["sampler"],
                 steps=s["sampler_steps"],
                 batch_size=int(s["batch_size"]),
             )
-            feats = fd_info["extractor"](as_real_images(gen))
+            gen = as_real_images(gen)
             from gudjax.features import feature_stats, frechet_distance
 
-            fd = frechet_distance(*feature_stats(feats), fd_info["ref_mean"], fd_info["ref_cov"])
-            row["fd"] = {"name": fd_info["extractor"].name, "value": fd, **_fd_record(fd_info, s)}
+            for key, info in fd_infos.items():
+                feats = info["extractor"](gen)
+                fd = frechet_distance(*feature_stats(feats), info["ref_mean"], info["ref_cov"])
+                row[key] = {"name": info["extractor"].name, "value": fd, **_fd_record(info, s)}
         row["seconds"] = round(time.time() - t0, 2)
         rows.append(row)
         log.info("eval: %s", _row_line(row))
@@ -598,14 +716,8 @@ def evaluate_trained(
             "units": "bits/dim (+7 for 8-bit data in [-1, 1])",
         },
         "baseline": baseline,
-        "fd_settings": None
-        if fd_info is None
-        else {
-            "name": fd_info["extractor"].name,
-            **_fd_record(fd_info, s),
-            "fd_train_vs_test": fd_info["fd_train_vs_test"],
-            "extractor_details": fd_info["extractor"].info,
-        },
+        "fd_settings": None,  # replaced below when the classifier FD is computed
+        **{f"{key}_settings": _fd_settings(info, s) for key, info in fd_infos.items()},
         "rows": rows,
         "seconds": round(time.time() - t_start, 1),
     }
@@ -681,48 +793,62 @@ def _nll_description(s) -> dict:
 
 
 def _fd_setup(config, s, workdir) -> dict:
+    """Feature extractors with their reference statistics, keyed by report entry:
+    'fd' = FD-<dataset>-classifier, 'fid' = standard FID (Inception pool-3). Each carries the
+    train-vs-test floor (train images vs test images, same counts)."""
     from gudjax import features
 
-    cache = s.get("classifier_dir") or os.path.join(workdir, "fd_classifier")
-    extractor = features.load_or_train_classifier(
-        config.data,
-        cache,
-        steps=int(s["classifier_steps"]),
-        batch_size=int(s["classifier_batch_size"]),
-        lr=float(s["classifier_lr"]),
-        seed=int(s["classifier_seed"]),
-        max_train_examples=s.get("classifier_train_examples"),
-    )
+    kinds = features.feature_extractors(s)
+    if not kinds:
+        return {}
+    extractors = {}
+    if "classifier" in kinds:
+        cache = s.get("classifier_dir") or os.path.join(workdir, "fd_classifier")
+        extractors["fd"] = features.load_or_train_classifier(
+            config.data,
+            cache,
+            steps=int(s["classifier_steps"]),
+            batch_size=int(s["classifier_batch_size"]),
+            lr=float(s["classifier_lr"]),
+            seed=int(s["classifier_seed"]),
+            max_train_examples=s.get("classifier_train_examples"),
+        )
+    if "inception" in kinds:
+        from gudjax import inception
+
+        extractors["fid"] = inception.InceptionFeatures(
+            s["inception_weights"], batch_size=int(s.get("inception_batch_size") or 64)
+        )
+        log.info("FID features: %s", extractors["fid"].describe())
     ref_u8 = _read_split(config.data, s["split"], s.get("fd_num_reference"))
     ref_x = input_pipeline.to_model_input(ref_u8)
-    ref_f = extractor(ref_x)
-    ref_mean, ref_cov = features.feature_stats(ref_f)
     n_gen = int(s.get("fd_num_samples") or len(ref_u8))
-    train_u8 = _read_split(config.data, "train", len(ref_u8))
-    floor = features.frechet_distance(
-        *features.feature_stats(extractor(input_pipeline.to_model_input(train_u8))),
-        ref_mean,
-        ref_cov,
-    )
-    return {
-        "extractor": extractor,
-        "ref_mean": ref_mean,
-        "ref_cov": ref_cov,
-        "num_reference": int(len(ref_u8)),
-        "num_generated": n_gen,
-        "fd_train_vs_test": {
-            "value": floor,
-            "num_train": int(len(train_u8)),
-            "num_test": int(len(ref_u8)),
-        },
-    }
+    train_x = input_pipeline.to_model_input(_read_split(config.data, "train", len(ref_u8)))
+    out = {}
+    for key, extractor in extractors.items():
+        ref_mean, ref_cov = features.feature_stats(extractor(ref_x))
+        floor = features.frechet_distance(
+            *features.feature_stats(extractor(train_x)), ref_mean, ref_cov
+        )
+        out[key] = {
+            "extractor": extractor,
+            "ref_mean": ref_mean,
+            "ref_cov": ref_cov,
+            "num_reference": int(len(ref_u8)),
+            "num_generated": n_gen,
+            "fd_train_vs_test": {
+                "value": floor,
+                "num_train": int(len(train_x)),
+                "num_test": int(len(ref_u8)),
+            },
+        }
+    return out
 
 
 def _fd_record(fd_info, s) -> dict:
-    ex = fd_info["extractor"]
+    """What is written next to every Fréchet number: extractor, counts, sampler, steps."""
     return {
-        "feature_extractor": f"{ex.name} (fingerprint {ex.meta['fingerprint']}, "
-        f"{ex.info['feature_dim']}-d, test accuracy {ex.meta['test_accuracy']:.3f})",
+        "feature_extractor": fd_info["extractor"].describe(),
         "num_generated": fd_info["num_generated"],
         "num_reference": fd_info["num_reference"],
         "reference": f"{s['split']} split, centre dequantisation",
@@ -732,15 +858,28 @@ def _fd_record(fd_info, s) -> dict:
     }
 
 
+def _fd_settings(fd_info, s) -> dict:
+    ex = fd_info["extractor"]
+    return {
+        "name": ex.name,
+        **_fd_record(fd_info, s),
+        "fd_train_vs_test": fd_info["fd_train_vs_test"],
+        "extractor_details": ex.info,
+    }
+
+
 # ------------------------------------------------------------------ reporting
 def write_report(report: dict, path: str) -> str:
     """eval.json: {format_version, gudjax, workdir, checkpoint_step, params, dataset, split,
     image_shape, dim, basis, schedule, trained_family, sweep, nll_settings, baseline
     {bpd, bpd_sem, ode_check, ...}, fd_settings {name, feature_extractor, num_generated,
-    num_reference, sampler, steps, fd_train_vs_test}, rows [{family, standard_diffusion,
+    num_reference, sampler, steps, fd_train_vs_test, extractor_details}, fid_settings
+    (same fields, standard FID; only with config.eval.inception_weights), rows [{family,
+    standard_diffusion,
     in_trained_range, warnings, nll {bpd, bpd_sem, num_images, estimator, solver, rtol,
     atol, nfe_mean, gaussian_baseline_bpd, beats_baseline}, fd {name, value,
-    feature_extractor, num_generated, num_reference, sampler, steps}, seconds}], plot}."""
+    feature_extractor, num_generated, num_reference, sampler, steps}, fid {same, standard FID},
+    seconds}], plot}. fd_settings is None when the classifier FD is off."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(report, f, indent=2, default=_json_default)
@@ -761,8 +900,9 @@ def _fmt_point(point: Mapping) -> str:
 def _row_line(row) -> str:
     nll = row["nll"]
     out = f"{_fmt_point(row['family'])}: NLL {nll['bpd']:.4f} ± {nll['bpd_sem']:.4f} bpd"
-    if "fd" in row:
-        out += f", {row['fd']['name']} {row['fd']['value']:.4g}"
+    for key in FD_KEYS:
+        if key in row:
+            out += f", {row[key]['name']} {row[key]['value']:.4g}"
     return out + f" ({row['seconds']:.1f} s)"
 
 
@@ -785,16 +925,19 @@ def format_table(report: dict) -> str:
             f"exact p_0 {oc['bpd_p0_closed_form']:.4f} (max diff {oc['max_abs_diff_bpd']:.1e}); "
             f"p_0 − data Gaussian {oc['p0_minus_data_gaussian_bpd']:+.4f} bpd (finite γ(0))"
         )
-    fd = report.get("fd_settings")
-    if fd:
+    fds = [k for k in FD_KEYS if report.get(f"{k}_settings")]
+    for key in fds:
+        fd = report[f"{key}_settings"]
         lines.append(
-            f"FD: {fd['feature_extractor']}; {fd['num_generated']} generated ({fd['sampler']}, "
-            f"{fd['steps']} steps) vs {fd['num_reference']} {report['split']} images; "
-            f"train-vs-test floor {fd['fd_train_vs_test']['value']:.4g}"
+            f"{fd['name']}: {fd['feature_extractor']}; {fd['num_generated']} generated "
+            f"({fd['sampler']}, {fd['steps']} steps) vs {fd['num_reference']} "
+            f"{report['split']} images; train-vs-test floor {fd['fd_train_vs_test']['value']:.4g}"
         )
     names = list(report["rows"][0]["family"]) if report["rows"] else []
     header = (
-        [*names, "NLL bpd", "± sem", "NFE"] + ([fd["name"]] if fd else []) + ["standard diffusion"]
+        [*names, "NLL bpd", "± sem", "NFE"]
+        + [report[f"{k}_settings"]["name"] for k in fds]
+        + ["standard diffusion"]
     )
     table = []
     for r in report["rows"]:
@@ -804,8 +947,7 @@ def format_table(report: dict) -> str:
             f"{r['nll']['bpd_sem']:.4f}",
             f"{r['nll']['nfe_mean']:.0f}",
         ]
-        if fd:
-            cells.append(f"{r['fd']['value']:.4g}")
+        cells += [f"{r[k]['value']:.4g}" for k in fds]
         cells.append(r["standard_diffusion"] or "-")
         table.append(cells)
     widths = [max(len(h), *(len(c[i]) for c in table)) for i, h in enumerate(header)]
@@ -823,10 +965,11 @@ def plot_sweep(report: dict, path: str) -> str:
     rows = report["rows"]
     names = list(rows[0]["family"])
     nll = np.array([r["nll"]["bpd"] for r in rows])
-    has_fd = all("fd" in r for r in rows)
-    fd = np.array([r["fd"]["value"] for r in rows]) if has_fd else None
+    fd_key = next((k for k in FD_KEYS if all(k in r for r in rows)), None)  # classifier first
+    has_fd = fd_key is not None
+    fd = np.array([r[fd_key]["value"] for r in rows]) if has_fd else None
     std = np.array([r["standard_diffusion"] is not None for r in rows])
-    fd_name = rows[0]["fd"]["name"] if has_fd else ""
+    fd_name = rows[0][fd_key]["name"] if has_fd else ""
     base = report["baseline"]["bpd"]
     panels = 2 if has_fd else 1
     varying = [n for n in names if len({r["family"][n] for r in rows}) > 1]

@@ -13,9 +13,12 @@ small classifier that gudjax trains on the labelled training split of the same d
 (`train_classifier`) and caches on disk; the number is reported as "FD-<dataset>-classifier"
 and is NOT comparable with published FIDs, nor across classifiers: every number carries the
 classifier's fingerprint (sha256 of its parameters), its feature dimension and its test
-accuracy. `config.eval.inception_weights` (a local pool-3 weights file) is reserved for
-standard FID, which is not implemented yet: setting it raises a one-line error
-(`check_feature_config`).
+accuracy. Standard FID is available from a local weights file: config.eval.inception_weights
+= an .npz of pytorch-fid's InceptionV3 weights (`gudjax.inception`, converted offline from the
+.pth by experiments/convert_inception_weights.py) adds an "FID" number (pool-3 features), with
+the weights file's sha256 recorded next to it; config.eval.features="inception" reports FID
+alone. Numbers match published FIDs only with the genuine weights, which were not available
+to test here.
 
 The classifier (pure JAX, no Flax; images x ∈ [−1, 1], (B, H, W, C)):
     conv3×3(32) → ReLU → [avg-pool 2×2 while the side is > 8] →
@@ -299,6 +302,13 @@ class ClassifierFeatures:
             "comparable_with_fid": False,
         }
 
+    def describe(self) -> str:
+        """One line for the report: which features a number used."""
+        return (
+            f"{self.name} (fingerprint {self.meta['fingerprint']}, {FEATURE_DIM}-d, test "
+            f"accuracy {self.meta['test_accuracy']:.3f})"
+        )
+
     def __call__(self, x) -> np.ndarray:
         """Features of images x ∈ [−1, 1] (N, H, W, C), float64 numpy (N, 128)."""
         return extract_features(self.params, x)
@@ -385,17 +395,42 @@ def _read_meta(path: str) -> dict:
 
 
 # ------------------------------------------------------------------ config
-FEATURES = ("classifier",)
+FEATURES = ("classifier", "inception")
 
 
 def check_feature_config(eval_config) -> None:
-    """One-line errors for the feature settings of config.eval."""
-    weights = eval_config.get("inception_weights", None)
-    if weights:
-        raise ValueError(
-            f"config.eval.inception_weights={weights!r}: standard FID (InceptionV3 pool-3 "
-            "features) is not supported yet; unset it to use the FD-<dataset>-classifier features"
-        )
+    """One-line errors for the feature settings of config.eval (cheap: the Inception weights
+    file is only checked to exist and be a zip here; `inception.load_weights` checks every
+    array when the evaluation sets up its features)."""
     kind = eval_config.get("features", "classifier")
-    if kind != "classifier":
-        raise ValueError(f"unknown config.eval.features {kind!r}; allowed: classifier")
+    if kind not in FEATURES:
+        raise ValueError(f"unknown config.eval.features {kind!r}; allowed: {', '.join(FEATURES)}")
+    weights = eval_config.get("inception_weights", None)
+    if kind == "inception" and not weights:
+        raise ValueError(
+            "config.eval.features='inception' needs config.eval.inception_weights=PATH (an .npz "
+            "made by experiments/convert_inception_weights.py from pytorch-fid's .pth)"
+        )
+    if weights:
+        from gudjax import inception
+
+        if not os.path.isfile(weights):
+            raise ValueError(
+                f"config.eval.inception_weights={weights!r} does not exist; {inception.HOW_TO_GET}"
+            )
+        if not zipfile.is_zipfile(weights):
+            raise ValueError(
+                f"config.eval.inception_weights={weights!r} is not an .npz file; "
+                f"{inception.HOW_TO_GET}"
+            )
+
+
+def feature_extractors(eval_config) -> list[str]:
+    """Which Fréchet distances an evaluation reports: 'classifier' and/or 'inception'."""
+    if not eval_config.get("fd", True):
+        return []
+    kind = eval_config.get("features", "classifier")
+    out = ["classifier"] if kind == "classifier" else []
+    if eval_config.get("inception_weights", None):
+        out.append("inception")
+    return out

@@ -67,6 +67,60 @@ def test_hutchinson_nll_is_unbiased_on_oracle():
     assert sem > 0 and abs(mean - expected) < 4 * sem + 1e-4
 
 
+# ------------------------------------------------------------------ batches over devices
+@pytest.fixture(scope="module")
+def sharding_case():
+    mu, C, X, basis = _gaussian_setup("pixel", True)
+    schedule = schedules.make_schedule("soft", basis, labels="column", a=1.0)
+    model = evaluate.oracle_model(
+        GaussianOracle.from_data(basis, mu, C), basis, schedule, {"a": 0.7}
+    )
+    one = evaluate.batch_mesh(jax.local_devices()[:1])
+    return model, X, one, evaluate.batch_mesh()
+
+
+def test_sampling_sharded_over_devices_equals_one_device(sharding_case):
+    """The reverse SDE (fresh noise every step) on 8 devices = on one device."""
+    solver = "sde"
+    model, _, one, all_ = sharding_case
+    assert all_.devices.size == 8
+    # 13 images in batches of 6: every batch padded to 8 rows on 8 devices, not on one
+    kw = dict(rng=jax.random.PRNGKey(3), solver=solver, steps=8, batch_size=6)
+    a = evaluate.generate(model, 13, mesh=one, **kw)
+    b = evaluate.generate(model, 13, mesh=all_, **kw)
+    assert a.shape == b.shape == (13, 4, 4, 1)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_nll_sharded_over_devices_equals_one_device(sharding_case):
+    """Same images, same Hutchinson probes, same adaptive solve on 8 devices as on one. Not
+    bitwise: partitioned matmuls round differently and the shared step-size controller can
+    flip an accept/reject decision, so the two agree to the solver tolerance (measured:
+    ≤ 1.2e-4 bpd at rtol = atol = 1e-4, where the solver error itself is ~6e-4 bpd); other
+    probes would move single-image values by ~1e-1."""
+    model, X, one, all_ = sharding_case
+    x = np.clip(X[:12], -1, 1)
+    kw = dict(batch_size=8, divergence="hutchinson", rtol=1e-4, atol=1e-4)  # 8 + 4 (padded)
+    a = evaluate.nll_bpd(model, x, mesh=one, **kw)
+    b = evaluate.nll_bpd(model, x, mesh=all_, **kw)
+    assert a["bpd"].shape == b["bpd"].shape == (12,) and len(b["nfe"]) == 2
+    np.testing.assert_allclose(a["bpd"], b["bpd"], atol=1e-3)
+    other = evaluate.nll_bpd(model, x, mesh=all_, seed=1, **kw)  # other probes: far apart
+    assert np.max(np.abs(other["bpd"] - b["bpd"])) > 1e-2
+
+
+def test_conditional_sampling_sharded_equals_one_device(sharding_case):
+    model, X, one, all_ = sharding_case
+    x = np.clip(X[:3], -1, 1)
+    mask = conditional.known_components(
+        model.basis, conditional.parse_mask_spec("left:2", (4, 4, 1))
+    )
+    kw = dict(rng=jax.random.PRNGKey(0), steps=6)
+    a = conditional.sample_known(model, x, mask, mesh=one, **kw)
+    b = conditional.sample_known(model, x, mask, mesh=all_, **kw)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_gaussian_fit_closed_form():
     g = np.random.default_rng(0)
     u8 = g.integers(0, 256, size=(300, 3, 3, 1), dtype=np.uint8)
@@ -156,7 +210,7 @@ def test_extension_has_requested_width_and_keeps_the_first_window(pixel_oracle):
         model, width=13, shift=3, num=2, rng=jax.random.PRNGKey(1), steps=10, init=init
     )
     assert out.shape == (2, 8, 13, 1)
-    np.testing.assert_array_equal(out[:, :, :8], init)
+    np.testing.assert_array_equal(out[:, :, :8], init)  # the real images, bit for bit
     assert np.all(np.abs(out) <= 1.0)
     with pytest.raises(ValueError, match=r"extend_columns=8 must be an integer in \[1, 7\]"):
         conditional.extend(model, width=13, shift=8, num=2, rng=jax.random.PRNGKey(1), steps=2)
@@ -197,12 +251,18 @@ def test_parse_sweep_and_standard_diffusion_marking():
     assert evaluate.standard_diffusion_label(sched_w, white, {"a": 0.0}) is None
 
 
-def test_inception_weights_and_bad_eval_values_are_one_line_errors(data_dir):
+def test_inception_weights_and_bad_eval_values_are_one_line_errors(data_dir, tmp_path):
     c = tiny_config(data_dir)
-    c.eval.inception_weights = "/tmp/pt_inception.pth"
-    with pytest.raises(ValueError, match="not supported yet") as e:
+    c.eval.inception_weights = str(tmp_path / "absent.npz")
+    with pytest.raises(ValueError, match="inception_weights=.*does not exist.*convert") as e:
         evaluate.eval_settings(c)
     assert "\n" not in str(e.value)
+    c = tiny_config(data_dir, **{"eval.features": "inception"})
+    with pytest.raises(ValueError, match="features='inception' needs config.eval.inception_w"):
+        evaluate.eval_settings(c)
+    c = tiny_config(data_dir, **{"eval.features": "clip"})
+    with pytest.raises(ValueError, match="allowed: classifier, inception"):
+        evaluate.eval_settings(c)
     c = tiny_config(data_dir, **{"eval.divergence": "skilling"})
     with pytest.raises(ValueError, match="allowed: exact, hutchinson"):
         evaluate.eval_settings(c)
@@ -215,11 +275,11 @@ def test_eval_without_checkpoint_is_one_line_error(data_dir, tmp_path):
 
 
 # ------------------------------------------------------------------ end to end
-@pytest.mark.slow
-def test_eval_end_to_end_on_tiny_trained_model(data_dir, tmp_path, caplog, capsys):
-    wd = str(tmp_path / "run")
-    # an even smaller network than tiny_config's (one level, attention only in the middle
-    # block): compilation dominates this test
+@pytest.fixture(scope="module")
+def tiny_run(data_dir, tmp_path_factory):
+    """(config, workdir) of a 2-step training run of an even smaller network than
+    tiny_config's (one level, attention only in the middle block): compilation dominates."""
+    wd = str(tmp_path_factory.mktemp("tiny_run") / "run")
     c = tiny_config(
         data_dir,
         **{
@@ -233,6 +293,13 @@ def test_eval_end_to_end_on_tiny_trained_model(data_dir, tmp_path, caplog, capsy
         },
     )
     train.train_and_evaluate(c, wd)
+    return c, wd
+
+
+@pytest.mark.slow
+def test_eval_end_to_end_on_tiny_trained_model(tiny_run, caplog, capsys):
+    c, wd = tiny_run
+    c = c.copy_and_resolve_references()
     e = c.eval
     e.num_images, e.batch_size, e.rtol, e.atol = 6, 8, 1e-3, 1e-3
     e.baseline_ode_images, e.fd_num_samples, e.fd_num_reference = 3, 12, 40
@@ -272,6 +339,58 @@ def test_eval_end_to_end_on_tiny_trained_model(data_dir, tmp_path, caplog, capsy
     c.sample.inpaint, c.sample.extend_columns = None, 4  # same compiled sampler as inpainting
     out = run.sample(c, wd)
     assert out["images"].shape == (c.sample.num, 8, 16, 1) and os.path.exists(out["png"])
+    assert out["init"] is None and "from-noise" in out["png"]
+    # extension of real test images: the known left part is kept exactly
+    c.sample.extend_from = "test"
+    out = run.sample(c, wd)
+    assert out["images"].shape == (c.sample.num, 8, 16, 1) and "from-test" in out["png"]
+    np.testing.assert_array_equal(out["images"][:, :, :8], out["init"])
+    np.testing.assert_array_equal(out["init"], run._test_images(c, c.sample.num))
+    saved = np.load(out["npz"])
+    assert int(saved["known_width"]) == 8 and str(saved["extend_from"]) == "test"
+    assert os.path.exists(out["png"])
+    c.sample.extend_from = "train"
+    with pytest.raises(ValueError, match="extend_from='train'; allowed: noise, test") as err:
+        run.sample(c, wd)
+    assert "\n" not in str(err.value)
+    # plain sampling through the device-batched path: PNG + npz
+    c.sample.extend_columns, c.sample.extend_from, c.sample.num = None, "noise", 5
+    out = run.sample(c, wd)
+    assert out["images"].shape == (5, 8, 8, 1) and os.path.exists(out["npz"])
+
+
+@pytest.mark.slow
+def test_eval_with_inception_weights_reports_fid(tiny_run, tmp_path, capsys):
+    """FID through --mode=eval with random weights in the pytorch-fid format (the number is
+    meaningless; the path, the metadata and the table are what is tested)."""
+    from gudjax import inception
+
+    weights = tmp_path / "random_fid_inception.npz"
+    np.savez(weights, **inception.random_state_dict(0))
+    c, wd = tiny_run
+    c = c.copy_and_resolve_references()
+    e = c.eval
+    e.num_images, e.batch_size, e.rtol, e.atol, e.baseline_ode_images = 2, 8, 1e-3, 1e-3, 0
+    e.fd_num_samples, e.fd_num_reference, e.sampler_steps, e.sweep = 5, 6, 3, ""
+    e.features, e.inception_weights, e.inception_batch_size = "inception", str(weights), 8
+    report = run.evaluate(c, wd)
+    assert report["fd_settings"] is None
+    fid = report["fid_settings"]
+    assert fid["name"] == "FID" and fid["num_generated"] == 5 and fid["num_reference"] == 6
+    assert fid["sampler"] == "sde" and fid["steps"] == 3
+    sha = inception.file_sha256(str(weights))
+    assert (
+        fid["extractor_details"]["weights_sha256"] == sha and sha[:12] in fid["feature_extractor"]
+    )
+    assert (
+        "InceptionV3 pool-3" in fid["feature_extractor"] and fid["fd_train_vs_test"]["value"] >= 0
+    )
+    row = report["rows"][0]
+    assert "fd" not in row and row["fid"]["value"] >= 0 and row["fid"]["num_generated"] == 5
+    data = json.load(open(os.path.join(wd, "eval.json")))
+    assert data["rows"][0]["fid"]["value"] == row["fid"]["value"]
+    table = capsys.readouterr().out
+    assert "FID: InceptionV3 pool-3" in table and "| FID" in table
 
 
 @pytest.mark.slow
@@ -342,3 +461,38 @@ def test_sweep_plot_line_and_heat_map(tmp_path, spec):
     report = _fake_report(points, [i == 0 for i in range(len(points))])
     path = evaluate.plot_sweep(report, str(tmp_path / "sweep.png"))
     assert os.path.getsize(path) > 1000
+
+
+def test_table_shows_classifier_fd_and_fid_side_by_side():
+    report = _fake_report([{"a": 0.0}, {"a": 1.0}], [True, False])
+    settings = {
+        "feature_extractor": "x",
+        "num_generated": 5,
+        "num_reference": 6,
+        "sampler": "sde",
+        "steps": 3,
+        "fd_train_vs_test": {"value": 0.5},
+    }
+    for r in report["rows"]:
+        r["fid"] = {"name": "FID", "value": 40.0 + r["family"]["a"]}
+        r["nll"]["nfe_mean"] = 10.0
+    report.update(
+        workdir="w",
+        split="test",
+        schedule={"name": "soft"},
+        nll_settings={
+            "estimator": "PF-ODE",
+            "solver": "tsit5",
+            "rtol": 1e-5,
+            "atol": 1e-5,
+            "num_images": 4,
+            "dequantization_seed": 0,
+        },
+        fd_settings={"name": "FD-digits-classifier", **settings},
+        fid_settings={"name": "FID", **settings},
+    )
+    report["baseline"]["bpd_sem"] = 0.1
+    table = evaluate.format_table(report)
+    header = next(line for line in table.splitlines() if line.startswith("a "))
+    assert header.index("FD-digits-classifier") < header.index("FID")
+    assert "41" in table and "FID: x; 5 generated (sde, 3 steps)" in table
