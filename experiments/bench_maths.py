@@ -22,9 +22,7 @@ sampler, so the real sampler's overhead can be read off against it.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import statistics
 import sys
 import time
 
@@ -32,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.bench_common import median_seconds, write_json
 from gudjax import bases, process
 from gudjax.schedules import make_schedule
 
@@ -45,18 +44,6 @@ def parse_args(argv):
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (median reported)")
     p.add_argument("--bases", default=None, help="comma-separated subset of the bases")
     return p.parse_args(argv)
-
-
-def median_seconds(fn, *args, repeats: int, warmup: int = 2) -> float:
-    """Median wall time of fn(*args) (outputs blocked on), after `warmup` calls."""
-    for _ in range(warmup):
-        jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def random_images(rng: np.random.Generator, n: int, shape) -> np.ndarray:
@@ -196,9 +183,7 @@ def main(argv=None) -> dict:
         "sampler": bench_sampler_step(dim, batch, n_steps, repeats),
     }
     print(format_table(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.json, result)
     return result
 
 

@@ -108,16 +108,46 @@ def draw_randomness(rng, *, global_batch: int, local: int, dim: int, family_rang
     return t, fam, eps
 
 
-def loss_fn(params, graphdef, basis, schedule, x, rng, *, family_ranges, weighting, global_batch):
+#: Where the unweighted ε-loss is evaluated (the two are equal up to float rounding):
+#:   "image":      mean (Uᵀε̂ − Uᵀε)² — the network output as it comes, the target mapped once
+#:                 by Uᵀ (no gradient flows through a basis transform);
+#:   "components": mean (ε̂ − ε)² with ε̂ = U (network output) — one more transform in the
+#:                 forward pass and its transpose in the backward pass.
+#: U is orthonormal and both are means over the same D entries, so the losses agree.
+#: "elbo" weights are per component, so that weighting always uses "components".
+LOSS_SPACES = ("image", "components")
+
+
+def loss_fn(
+    params,
+    graphdef,
+    basis,
+    schedule,
+    x,
+    rng,
+    *,
+    family_ranges,
+    weighting,
+    global_batch,
+    loss_space="image",
+):
     k_draw, k_drop = jax.random.split(rng)
     t, fam, eps = draw_randomness(
-        k_draw, global_batch=global_batch, local=x.shape[0], dim=basis.dim,
+        k_draw,
+        global_batch=global_batch,
+        local=x.shape[0],
+        dim=basis.dim,
         family_ranges=family_ranges,
     )
     state = process.batch_noise_state(schedule, t, fam or None)
     z0 = basis.encode(x)
     z_t = process.forward_sample(z0, state, eps)
     k_drop = jax.random.fold_in(k_drop, lax.axis_index(AXIS))
+    if weighting == "unweighted" and loss_space == "image":
+        cond = conditioning(basis, schedule, state, t)
+        eps_img = apply_model(graphdef, params, basis.to_image(z_t), train=True, rng=k_drop, **cond)
+        target = lax.stop_gradient(basis.to_image(eps))
+        return jnp.mean(jnp.square(eps_img - target))
     eps_hat = network_eps(graphdef, params, basis, schedule, z_t, state, t, train=True, rng=k_drop)
     loss = jnp.mean(process.eps_loss(eps_hat, eps, state, weighting=weighting))
     return loss
@@ -135,6 +165,7 @@ def train_step(
     family_ranges: tuple,
     weighting: str,
     ema_decay: float,
+    loss_space: str = "image",
 ):
     """One optimisation step on this device's slice x (B_local, H, W, C) of the batch.
 
@@ -144,15 +175,30 @@ def train_step(
     rng = jax.random.fold_in(root_rng, state["step"])
     grad_fn = jax.value_and_grad(loss_fn)
     loss, grads = grad_fn(
-        state["params"], graphdef, basis, schedule, x, rng,
-        family_ranges=dict(family_ranges), weighting=weighting, global_batch=global_batch,
+        state["params"],
+        graphdef,
+        basis,
+        schedule,
+        x,
+        rng,
+        family_ranges=dict(family_ranges),
+        weighting=weighting,
+        global_batch=global_batch,
+        loss_space=loss_space,
     )
     grads = lax.pmean(grads, AXIS)
     loss = lax.pmean(loss, AXIS)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema_params"], params)
-    new_state = {"params": params, "ema_params": ema, "opt_state": opt_state, "step": state["step"] + 1}
+    ema = jax.tree.map(
+        lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema_params"], params
+    )
+    new_state = {
+        "params": params,
+        "ema_params": ema,
+        "opt_state": opt_state,
+        "step": state["step"] + 1,
+    }
     metrics = {
         "loss": loss,
         "grad_norm": optax.global_norm(grads),
@@ -161,11 +207,16 @@ def train_step(
     return new_state, metrics
 
 
-def make_sharded_train_step(mesh, *, graphdef, tx, family_ranges, weighting, ema_decay):
+def make_sharded_train_step(
+    mesh, *, graphdef, tx, family_ranges, weighting, ema_decay, loss_space="image"
+):
     """jit(shard_map(train_step)): state/basis/schedule/rng replicated, batch split on 'data'.
 
     The state argument is donated. Inputs must already be placed (see train.place_*).
+    `loss_space` ∈ LOSS_SPACES (same loss; "image" saves a basis transform and its transpose).
     """
+    if loss_space not in LOSS_SPACES:
+        raise ValueError(f"unknown loss_space '{loss_space}'; allowed: {', '.join(LOSS_SPACES)}")
     from jax.sharding import PartitionSpec as P
 
     step = functools.partial(
@@ -175,6 +226,7 @@ def make_sharded_train_step(mesh, *, graphdef, tx, family_ranges, weighting, ema
         family_ranges=tuple(sorted((k, tuple(map(float, v))) for k, v in family_ranges.items())),
         weighting=weighting,
         ema_decay=float(ema_decay),
+        loss_space=loss_space,
     )
     mapped = jax.shard_map(
         step,

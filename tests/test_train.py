@@ -225,3 +225,48 @@ def test_missing_prepared_dataset_names_the_command(tmp_path):
                                            "data.channels": 3})
     with pytest.raises(input_pipeline.DatasetNotFoundError, match="tfds build cifar10"):
         train.train_and_evaluate(c, str(tmp_path / "wd"))
+
+
+def test_no_retrace_of_sampler_across_family_values(setup):
+    """evaluate's jitted sampler compiles once for a sweep over (a, b) of a two-parameter
+    family: family values are traced data (issue 7's no-retrace target)."""
+    from gudjax import evaluate
+
+    _, basis, _, graphdef, params, _, _ = setup
+    sched = schedules.make_schedule("haar_column", basis)
+    model = evaluate.network_model(graphdef, params, basis, sched, {"a": 0.0, "b": 0.1})
+    with count_compiles("_generate") as compiles:
+        for a, b in ((0.0, 0.1), (1.3, 0.4), (2.0, 0.0)):
+            evaluate.generate(model.with_family({"a": a, "b": b}), 2, rng=jax.random.PRNGKey(0),
+                              solver="sde", steps=2, batch_size=2)
+    assert len(compiles) == 1, compiles
+
+
+def test_image_space_loss_equals_component_space_loss_and_gradient(setup):
+    """The unweighted ε-loss in image space (no basis transform on the network output) is the
+    component-space loss: U is orthonormal, so mean (Uᵀε̂ − Uᵀε)² = mean (ε̂ − ε)²."""
+    c, basis, schedule, graphdef, params, tx, data = setup
+    x = input_pipeline.to_model_input(data.batch(0))
+    rng = jax.random.PRNGKey(5)
+
+    def loss_and_grad(space):
+        def f(p):
+            return step.loss_fn(
+                p, graphdef, basis, schedule, x, rng, family_ranges=dict(c.family),
+                weighting="unweighted", global_batch=x.shape[0], loss_space=space,
+            )
+
+        # loss_fn reads its device index on the data axis: give it a one-device axis
+        one = jax.vmap(lambda _: jax.value_and_grad(f)(params), axis_name=step.AXIS)(jnp.zeros(1))
+        return jax.tree.map(lambda a: a[0], one)
+
+    (l_img, g_img), (l_comp, g_comp) = loss_and_grad("image"), loss_and_grad("components")
+    assert float(l_img) > 0.1  # a real loss, not a degenerate zero
+    np.testing.assert_allclose(l_img, l_comp, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g_img), jax.tree.leaves(g_comp), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown loss_space"):
+        step.make_sharded_train_step(
+            train.make_mesh(), graphdef=graphdef, tx=tx, family_ranges={}, weighting="unweighted",
+            ema_decay=0.9, loss_space="pixels",
+        )
