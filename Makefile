@@ -16,12 +16,17 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed
 
+# Two pytest-xdist workers (TEST_WORKERS=0 runs in one process); each test file stays on one
+# worker, so module fixtures (the oracle table, the tiny trained model) are built once.
+TEST_WORKERS ?= 2
+PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 # pytest exit 5 (no tests collected) is not a failure of the code; make would turn it into 2.
 test: $(VENV)/.installed
-	$(TEST_ENV) $(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+	$(TEST_ENV) $(PY) -m pytest -q $(PYTEST_PAR) tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 test-fast: $(VENV)/.installed
-	$(TEST_ENV) $(PY) -m pytest -q -m "not slow" tests
+	$(TEST_ENV) $(PY) -m pytest -q $(PYTEST_PAR) -m "not slow" tests
 
 demo: $(VENV)/.installed
 	$(PY) -m experiments.demo

@@ -7,7 +7,8 @@ Command:
     python -m gudjax.main --config=configs/digits_haar.py --workdir=workdirs/digits_haar
     python -m gudjax.main --config=configs/digits_haar.py:runlocal --workdir=/tmp/dh   # ~1 min
 Sample another family member from the same network:
-    python -m gudjax.main --config=configs/digits_haar.py --workdir=... --mode=sample --config.sample.a=0.5
+    python -m gudjax.main --config=configs/digits_haar.py --workdir=... --mode=sample \\
+        --config.sample.a=0.5
 
 Expected cost: ~8–10 min on 2 CPU cores (full), ~1 min (runlocal).
 Expected result: a loss that flattens around 0.1–0.2 and samples that read as digits

@@ -18,7 +18,9 @@ from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).")
-flags.DEFINE_string("workdir", None, "Run directory: checkpoints, samples, metrics. Resumes if it holds a run.")
+flags.DEFINE_string(
+    "workdir", None, "Run directory: checkpoints, samples, metrics. Resumes if it holds a run."
+)
 flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to do.")
 flags.DEFINE_string(
     "coordinator_address",
@@ -59,12 +61,20 @@ def _parse_flags(argv: list[str]) -> list[str]:
             e = e.args[0]
         text = str(e.args[0]) if e.args else str(e)
         key = text.splitlines()[0].strip("'\"") if text else "?"
-        override = next((a.split("=")[0] for a in argv[1:] if a.startswith("--config.")
-                         and key in a.split("=")[0].split(".")), f"config field {key!r}")
+        override = next(
+            (
+                a.split("=")[0]
+                for a in argv[1:]
+                if a.startswith("--config.") and key in a.split("=")[0].split(".")
+            ),
+            f"config field {key!r}",
+        )
         problem = f"{override}: no such config field ({' '.join(text.split())})"
     problem = " ".join(problem.split()).rstrip(".")
-    print(f"error: {problem}; flags: --helpshort, config fields and their types: the --config "
-          "file", file=sys.stderr)
+    print(
+        f"error: {problem}; flags: --helpshort, config fields and their types: the --config file",
+        file=sys.stderr,
+    )
     sys.exit(2)
 
 
@@ -80,8 +90,11 @@ def _quiet_late_read_callbacks() -> None:
     default = sys.unraisablehook
 
     def hook(unraisable):
-        if (unraisable.exc_type is RuntimeError and unraisable.object is None
-                and str(unraisable.exc_value) == "Event loop is closed"):
+        if (
+            unraisable.exc_type is RuntimeError
+            and unraisable.object is None
+            and str(unraisable.exc_value) == "Event loop is closed"
+        ):
             return
         default(unraisable)
 
@@ -89,8 +102,12 @@ def _quiet_late_read_callbacks() -> None:
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
     for noisy in ("absl", "orbax", "jax._src", "tensorflow_datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -32,9 +32,16 @@ log = logging.getLogger("gudjax")
 #: Config fields that may change between restarts of the same run (they do not change
 #: what is being trained).
 MUTABLE_FIELDS = (
-    "train.num_steps", "train.log_every", "train.checkpoint_every", "train.sample_every",
-    "train.keep_checkpoints", "train.progress", "allow_config_change", "data.data_dir",
-    "sample", "eval",
+    "train.num_steps",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.sample_every",
+    "train.keep_checkpoints",
+    "train.progress",
+    "allow_config_change",
+    "data.data_dir",
+    "sample",
+    "eval",
 )
 
 
@@ -183,8 +190,14 @@ def maybe_initialize_distributed(
         _check_port_free(str(address))
     if xla_bridge.backends_are_initialized():
         raise TrainingError(_TOO_LATE)
-    log.info("jax.distributed: process %d of %d, coordinator %s; waiting up to %d s for all "
-             "processes (JAX aborts with DEADLINE_EXCEEDED after that)", pid, num, address, wait)
+    log.info(
+        "jax.distributed: process %d of %d, coordinator %s; waiting up to %d s for all "
+        "processes (JAX aborts with DEADLINE_EXCEEDED after that)",
+        pid,
+        num,
+        address,
+        wait,
+    )
     jax.distributed.initialize(
         coordinator_address=str(address),
         num_processes=num,
@@ -280,8 +293,10 @@ def check_config_change(config, workdir: str) -> None:
         old = _flatten(json.load(f))
     new = _flatten(json.loads(config.to_json_best_effort()))
     diffs = [
-        k for k in sorted(set(old) | set(new))
-        if old.get(k) != new.get(k) and not any(k == m or k.startswith(m + ".") for m in MUTABLE_FIELDS)
+        k
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+        and not any(k == m or k.startswith(m + ".") for m in MUTABLE_FIELDS)
     ]
     if diffs:
         k = diffs[0]
@@ -323,11 +338,17 @@ def fit_or_load_basis(config, workdir: str) -> bases.Basis:
         bases.check_image_shape(config.basis.name, shape, **basis_options(config))
     except ValueError as e:  # name the config fields involved
         fields = [f"config.basis.{k}={v!r}" for k, v in basis_options(config).items()]
-        fields = ", ".join([f"config.basis.name={config.basis.name!r}", *fields,
-                            f"config.data.image_size={config.data.image_size!r}"])
+        fields = ", ".join(
+            [
+                f"config.basis.name={config.basis.name!r}",
+                *fields,
+                f"config.data.image_size={config.data.image_size!r}",
+            ]
+        )
         raise ValueError(f"{fields}: {e}") from None
     batches = (
-        input_pipeline.to_model_input(b) for b in input_pipeline.fit_batches(config.data, batch_size=256)
+        input_pipeline.to_model_input(b)
+        for b in input_pipeline.fit_batches(config.data, batch_size=256)
     )
     basis = bases.fit_basis(
         config.basis.name, batches, whiten=bool(config.basis.whiten), **basis_options(config)
@@ -339,11 +360,20 @@ def fit_or_load_basis(config, workdir: str) -> bases.Basis:
 
 # ------------------------------------------------------------------ generation
 def generate(
-    graphdef, params, basis, schedule, family_params: dict, *, num: int, rng, solver: str = "sde",
+    graphdef,
+    params,
+    basis,
+    schedule,
+    family_params: dict,
+    *,
+    num: int,
+    rng,
+    solver: str = "sde",
     num_steps: int = 250,
 ) -> np.ndarray:
     """Images in [-1, 1], (num, H, W, C), from the reverse SDE or the Heun PF-ODE."""
     from gudjax import sampling
+
     fam = {k: jnp.asarray(v, jnp.float32) for k, v in family_params.items()} or None
     if solver not in ("sde", "ode"):
         raise ValueError(f"unknown config.sample.solver '{solver}'; allowed: sde, ode")
@@ -423,7 +453,9 @@ class _Writer:
         if not self.active:
             return
         with open(self.path, "a") as f:
-            f.write(json.dumps({"step": int(step_), **{k: float(v) for k, v in scalars.items()}}) + "\n")
+            f.write(
+                json.dumps({"step": int(step_), **{k: float(v) for k, v in scalars.items()}}) + "\n"
+            )
         if self.tb is not None:
             for k, v in scalars.items():
                 self.tb.add_scalar(k, float(v), int(step_))
@@ -445,13 +477,16 @@ def build(config, workdir: str):
     schedule = schedules.schedule_from_config(config.schedule, basis)
     root = jax.random.PRNGKey(config.seed)
     graphdef, params = create_model(
-        config.model, image_shape=basis.shape, num_groups=basis.num_groups,
+        config.model,
+        image_shape=basis.shape,
+        num_groups=basis.num_groups,
         rng=jax.random.fold_in(root, 1),
     )
     tx = step.make_optimizer(config.optim, config.train.num_steps)
     state = step.init_train_state(params, tx)
     ckpt = Checkpointer(
-        os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints,
+        os.path.join(workdir, "checkpoints"),
+        max_to_keep=config.train.keep_checkpoints,
         async_save=True,
     )
     return mesh, basis, schedule, graphdef, tx, state, ckpt, root
@@ -460,7 +495,9 @@ def build(config, workdir: str):
 def restore_state(ckpt: Checkpointer, state: dict, mesh):
     """Restore the newest readable checkpoint into `state`'s structure (or return None)."""
     sharding = NamedSharding(mesh, P())
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state
+    )
     return ckpt.restore(abstract)
 
 
@@ -472,8 +509,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
     is_main = jax.process_index() == 0
     log.info(
         "gudjax %s | process %d/%d | %d local / %d global devices (%s) | workdir %s",
-        gudjax.__version__, jax.process_index(), jax.process_count(), jax.local_device_count(),
-        jax.device_count(), jax.devices()[0].platform, workdir,
+        gudjax.__version__,
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.devices()[0].platform,
+        workdir,
     )
     mesh, basis, schedule, graphdef, tx, state, ckpt, root = build(config, workdir)
     try:
@@ -491,12 +533,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
     state = replicate(state, mesh)
     basis_r, schedule_r, root_r = replicate((basis, schedule, root), mesh)
     data = input_pipeline.TrainData(
-        config.data, global_batch_size=config.batch_size, seed=config.seed,
-        process_index=jax.process_index(), process_count=jax.process_count(),
+        config.data,
+        global_batch_size=config.batch_size,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
     )
     train_step = step.make_sharded_train_step(
-        mesh, graphdef=graphdef, tx=tx, family_ranges=dict(config.get("family", {})),
-        weighting=config.train.loss_weighting, ema_decay=config.optim.ema_decay,
+        mesh,
+        graphdef=graphdef,
+        tx=tx,
+        family_ranges=dict(config.get("family", {})),
+        weighting=config.train.loss_weighting,
+        ema_decay=config.optim.ema_decay,
     )
     num_steps = config.train.num_steps
     writer = _Writer(workdir)
@@ -541,7 +590,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if is_main and config.train.get("progress", True):
         from tqdm import tqdm
 
-        progress = tqdm(total=num_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+        progress = tqdm(
+            total=num_steps, initial=start, desc="train", unit="step", dynamic_ncols=True
+        )
     last_loss = None
     s = start
     preempted = False
@@ -549,7 +600,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         with _Preemption() as pre:
             for s in range(start + 1, num_steps + 1):
                 batch = input_pipeline.to_model_input(data.batch(s - 1))
-                state, metrics = train_step(state, basis_r, schedule_r, shard_batch(batch, mesh), root_r)
+                state, metrics = train_step(
+                    state, basis_r, schedule_r, shard_batch(batch, mesh), root_r
+                )
                 pending.append((s, metrics))
                 if block_every_step:
                     metrics["loss"].block_until_ready()
@@ -570,8 +623,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     # host copy: a jit over the global (all-process) array would wait
                     # for the other processes, which do not sample
                     ema = jax.device_get(state["ema_params"])
-                    write_samples(config, graphdef, ema, basis, schedule,
-                                  os.path.join(sample_dir, f"samples_{s:07d}.png"), s)
+                    write_samples(
+                        config,
+                        graphdef,
+                        ema,
+                        basis,
+                        schedule,
+                        os.path.join(sample_dir, f"samples_{s:07d}.png"),
+                        s,
+                    )
                 if pre.stop(s):
                     log.warning("%s: checkpointing step %d and exiting", pre.reason, s)
                     if last_saved != s:
@@ -585,8 +645,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
         ckpt.close()
         writer.close()
     last_loss = flush() or last_loss
-    return {"step": s, "loss": last_loss, "workdir": workdir, "basis": basis, "schedule": schedule,
-            "graphdef": graphdef, "state": state, "preempted": preempted}
+    return {
+        "step": s,
+        "loss": last_loss,
+        "workdir": workdir,
+        "basis": basis,
+        "schedule": schedule,
+        "graphdef": graphdef,
+        "state": state,
+        "preempted": preempted,
+    }
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -621,9 +689,15 @@ def _trim_metrics(path: str, start: int) -> None:
 def write_samples(config, graphdef, params, basis, schedule, path: str, seed_step: int) -> str:
     sample_cfg = config.get("sample", ml_collections.ConfigDict())
     images = generate(
-        graphdef, params, basis, schedule, family_member(config),
-        num=int(sample_cfg.get("num", 64)), rng=jax.random.PRNGKey(seed_step),
-        solver=sample_cfg.get("solver", "sde"), num_steps=int(sample_cfg.get("steps", 250)),
+        graphdef,
+        params,
+        basis,
+        schedule,
+        family_member(config),
+        num=int(sample_cfg.get("num", 64)),
+        rng=jax.random.PRNGKey(seed_step),
+        solver=sample_cfg.get("solver", "sde"),
+        num_steps=int(sample_cfg.get("steps", 250)),
     )
     plotting.save_image_grid(images, path)
     return path
@@ -634,8 +708,13 @@ def report_files(config, workdir: str, result: dict) -> dict[str, str]:
     state = result["state"]
     out = {}
     out["samples"] = write_samples(
-        config, result["graphdef"], jax.device_get(state["ema_params"]), result["basis"],
-        result["schedule"], os.path.join(workdir, "samples.png"), 10**6 + int(result["step"]),
+        config,
+        result["graphdef"],
+        jax.device_get(state["ema_params"]),
+        result["basis"],
+        result["schedule"],
+        os.path.join(workdir, "samples.png"),
+        10**6 + int(result["step"]),
     )
     out["loss_plot"] = plotting.plot_loss(
         os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "loss.png")

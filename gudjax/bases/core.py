@@ -36,7 +36,14 @@ Array = Any
 MIN_VARIANCE = (2.0 / 256.0) ** 2 / 12.0
 
 LABEL_NAMES = (
-    "variance", "frequency", "log_frequency", "level", "orientation", "column", "row", "colpos",
+    "variance",
+    "frequency",
+    "log_frequency",
+    "level",
+    "orientation",
+    "column",
+    "row",
+    "colpos",
     "index",
 )
 
@@ -48,7 +55,9 @@ def register_basis(name: str):
 
     def wrap(cls):
         if name in _REGISTRY:
-            raise ValueError(f"basis '{name}' is already registered by {_REGISTRY[name].__module__}")
+            raise ValueError(
+                f"basis '{name}' is already registered by {_REGISTRY[name].__module__}"
+            )
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -173,7 +182,8 @@ class Basis:
     def label(self, name: str) -> Array:
         if name not in self.labels:
             raise ValueError(
-                f"basis '{self.kind}' has no label set '{name}'; allowed: {', '.join(sorted(self.labels))}"
+                f"basis '{self.kind}' has no label set '{name}'; "
+                f"allowed: {', '.join(sorted(self.labels))}"
             )
         return self.labels[name]
 
@@ -181,7 +191,8 @@ class Basis:
     def _check_image(self, x) -> None:
         if tuple(x.shape[-3:]) != tuple(self.shape):
             raise ValueError(
-                f"image shape {tuple(x.shape[-3:])} does not match the basis shape {tuple(self.shape)}"
+                f"image shape {tuple(x.shape[-3:])} does not match the basis shape "
+                f"{tuple(self.shape)}"
             )
 
     def _check_vector(self, c) -> None:
@@ -386,7 +397,9 @@ def fit_basis(
         mean_c = sum_c / n
         variance = sum_c2 / n - mean_c**2
     variance = np.maximum(np.asarray(variance, np.float64), min_variance)
-    return make_basis(name, shape, mean=mean, variance=variance, arrays=arrays, whiten=whiten, **opts)
+    return make_basis(
+        name, shape, mean=mean, variance=variance, arrays=arrays, whiten=whiten, **opts
+    )
 
 
 def make_basis(
@@ -413,7 +426,9 @@ def make_basis(
     if variance.shape != (d,):
         raise ValueError(f"variance has {variance.size} entries, basis '{name}' needs D={d}")
     if not np.all(np.isfinite(variance)) or np.any(variance <= 0):
-        raise ValueError(f"component variances (scales) must be positive and finite for basis '{name}'")
+        raise ValueError(
+            f"component variances (scales) must be positive and finite for basis '{name}'"
+        )
     if arrays is None:
         if spec.needs_covariance:
             raise ValueError(f"basis '{name}' is fitted from data: use fit_basis(...)")
