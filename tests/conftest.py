@@ -12,8 +12,14 @@ import tempfile  # noqa: E402
 import jax  # noqa: E402
 
 # Identical programs compiled by several tests (same tiny model, fresh jit objects) are
-# compiled once per session through JAX's persistent compilation cache.
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="gudjax-jax-cache-"))
+# compiled once per test run through JAX's persistent compilation cache. The directory goes
+# into the environment, so the pytest-xdist workers and every `python -m gudjax.main`
+# subprocess the tests start (CLI, reliability, sweep, multi-host) share it.
+_CACHE = os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="gudjax-jax-cache-")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
