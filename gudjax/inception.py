@@ -49,6 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from gudjax.features import in_padded_chunks
+
 Array = Any
 
 FEATURE_DIM = 2048
@@ -456,15 +458,9 @@ class InceptionFeatures:
         x = np.asarray(x, np.float32)
         if x.ndim != 4 or x.shape[-1] not in (1, 3):
             raise ValueError(f"images must have shape (N, H, W, 1 or 3), got {x.shape}")
-        bs = self.batch_size
-        out = []
-        for lo in range(0, len(x), bs):
-            chunk = x[lo : lo + bs]
-            m = len(chunk)
-            if m < bs:
-                chunk = np.concatenate([chunk, np.zeros((bs - m, *x.shape[1:]), np.float32)])
-            f = features(self.params, jax.device_put(chunk, self._rows))
-            out.append(np.asarray(f)[:m])
-        if not out:
-            return np.zeros((0, FEATURE_DIM))
-        return np.concatenate(out).astype(np.float64)
+        return in_padded_chunks(
+            lambda c: features(self.params, jax.device_put(c, self._rows)),
+            x,
+            self.batch_size,
+            FEATURE_DIM,
+        )
