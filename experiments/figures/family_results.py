@@ -244,6 +244,13 @@ def _reference_line(ax, value, color, ls, what, label, refs):
     refs[key] = line
 
 
+def _mark_cell(ax, pos, marker, ms, colour, label, seen: set) -> None:
+    """An open marker on a heat-map cell; each legend label only once (tracked in `seen`)."""
+    ax.plot(*pos, marker, ms=ms, mfc="none", mec=colour, mew=2,
+            label=None if label in seen else label)  # fmt: skip
+    seen.add(label)
+
+
 def grid_figure(entries, labels):
     """Heat maps of NLL and FD over a 2-D sweep, one row per file."""
     fd_name = _fd_name(entries)
@@ -284,29 +291,9 @@ def grid_figure(entries, labels):
             for r in e["rows"]:
                 pos = (v2.index(r["family"][n2]), v1.index(r["family"][n1]))
                 if r["standard"]:
-                    lab = r["standard"]
-                    ax.plot(
-                        *pos,
-                        "*",
-                        ms=22,
-                        mfc="none",
-                        mec="red",
-                        mew=2,
-                        label=None if lab in seen else lab,
-                    )
-                    seen.add(lab)
+                    _mark_cell(ax, pos, "*", 22, "red", r["standard"], seen)
                 if not r["in_range"]:
-                    lab = "outside trained range"
-                    ax.plot(
-                        *pos,
-                        "s",
-                        ms=24,
-                        mfc="none",
-                        mec="orange",
-                        mew=2,
-                        label=None if lab in seen else lab,
-                    )
-                    seen.add(lab)
+                    _mark_cell(ax, pos, "s", 24, "orange", "outside trained range", seen)
             ax.set_xticks(range(len(v2)), [f"{v:g}" for v in v2])
             ax.set_yticks(range(len(v1)), [f"{v:g}" for v in v1])
             ax.set_xlabel(n2)
