@@ -61,6 +61,31 @@ _FIX_CORRUPT = "move the directory away or pass a fresh --workdir"
 log = logging.getLogger(__name__)
 
 
+class _OrphanedReadErrorFilter(logging.Filter):
+    """Drops asyncio's "exception was never retrieved" tracebacks for TensorStore reads.
+
+    When Orbax reads a damaged checkpoint it gathers many TensorStore reads; the first
+    failure is raised (and reported by `restore` as one line), and the sibling reads that
+    failed too are garbage-collected later, at which point asyncio logs each with a full
+    traceback. Those repeat an error already reported, so they are dropped; any other
+    orphaned exception is still logged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        orphaned = "exception was never retrieved" in str(record.msg)
+        return not (orphaned and exc is not None and "tensorstore_spec=" in str(exc))
+
+
+def _install_orphan_filter() -> None:
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _OrphanedReadErrorFilter) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_OrphanedReadErrorFilter())
+
+
+_install_orphan_filter()
+
+
 class CheckpointError(ValueError):
     """A checkpoint problem the user can fix; the message is one line and says how."""
 

@@ -319,3 +319,31 @@ def test_async_save_survives_donated_buffers(tmp_path):
         step, restored, _ = ckpt.restore(abstract_of(expected))
     assert step == 1
     assert_trees_identical(restored, expected)
+
+
+def _orphan_task_failing_with(message: str) -> None:
+    """Leaves a failed asyncio task unretrieved and collects it, as Orbax's reads do."""
+    import asyncio
+    import gc
+
+    async def read():
+        raise ValueError(message)
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(read())
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    del task
+    gc.collect()
+
+
+def test_orphaned_tensorstore_read_errors_log_no_traceback(caplog):
+    # A damaged step fails many reads at once; only the first is raised and reported by
+    # restore(), the rest were logged by asyncio as full tracebacks when collected.
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    _orphan_task_failing_with("NOT_FOUND: Error opening \"zarr\" driver [tensorstore_spec='{}']")
+    assert not [r for r in caplog.records if r.name == "asyncio"]
+    _orphan_task_failing_with("some other failure")  # anything else is still logged
+    orphaned = [r for r in caplog.records if r.name == "asyncio"]
+    assert len(orphaned) == 1 and "never retrieved" in orphaned[0].getMessage()
