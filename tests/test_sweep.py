@@ -258,6 +258,13 @@ def test_local_sweep_end_to_end(tmp_path):
         "sample.steps=2",
         "--set",
         "train.progress=False",
+        # a smaller network than runlocal's: the launcher is under test, not the U-Net
+        "--set",
+        "model.ch=8",
+        "--set",
+        "model.token_dim=8",
+        "--set",
+        "batch_size=8",
     ]
     first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
