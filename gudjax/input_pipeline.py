@@ -137,6 +137,8 @@ def default_data_config() -> ml_collections.ConfigDict:
             "random_flip": False,
             # None: keep the train split in memory if <= CACHE_AUTO_BYTES; True / False.
             "cache": ml_collections.config_dict.placeholder(bool),
+            # Training batches read ahead on a background thread (0: read in the loop).
+            "prefetch": 2,
         }
     )
 

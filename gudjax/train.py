@@ -40,6 +40,7 @@ MUTABLE_FIELDS = (
     "train.progress",
     "allow_config_change",
     "data.data_dir",
+    "data.prefetch",
     "sample",
     "eval",
 )
@@ -596,10 +597,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     last_loss = None
     s = start
     preempted = False
+    # Batch s - 1 feeds step s; a thread reads ahead while the step runs (same batches).
+    batches = data.iter_from(start, prefetch=config.data.get("prefetch", 2))
     try:
         with _Preemption() as pre:
             for s in range(start + 1, num_steps + 1):
-                batch = input_pipeline.to_model_input(data.batch(s - 1))
+                batch = input_pipeline.to_model_input(next(batches))
                 state, metrics = train_step(
                     state, basis_r, schedule_r, shard_batch(batch, mesh), root_r
                 )
@@ -639,6 +642,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     preempted = True
                     break
     finally:
+        batches.close()
         if progress is not None:
             progress.close()
         ckpt.wait()
