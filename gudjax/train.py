@@ -598,7 +598,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     s = start
     preempted = False
     # Batch s - 1 feeds step s; a thread reads ahead while the step runs (same batches).
-    batches = data.iter_from(start, prefetch=config.data.get("prefetch", 2))
+    batches = data.iter_from(start, prefetch=config.data.prefetch)
     try:
         with _Preemption() as pre:
             for s in range(start + 1, num_steps + 1):
