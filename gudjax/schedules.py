@@ -54,6 +54,20 @@ FAMILY_PARAMS = {
 }
 
 
+def registered_schedules() -> tuple[str, ...]:
+    """Names of every registered schedule family (config.schedule.name values)."""
+    return tuple(SCHEDULES)
+
+
+def family_params(name: str) -> tuple[str, ...]:
+    """The family parameter names of schedule `name` (one-line error for an unknown name)."""
+    if name not in FAMILY_PARAMS:
+        raise ValueError(
+            f"unknown config.schedule.name '{name}'; allowed: {', '.join(registered_schedules())}"
+        )
+    return FAMILY_PARAMS[name]
+
+
 # ------------------------------------------------------------------ conversions
 def b_to_a(b, width=GAMMA_NOISE - GAMMA_DEN):
     """Sequential offset fraction b ∈ [0, 1) → label scale a for labels spanning [0, 1].
