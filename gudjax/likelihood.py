@@ -105,6 +105,7 @@ def ode_log_likelihood(
     solver: str = "tsit5",
     max_steps: int = 8192,
     jump_ts: Array | None = None,
+    rademacher=None,
 ) -> dict:
     """log p_0(z0) for z0 (B, D) by the instantaneous change of variables along the PF-ODE.
 
@@ -122,6 +123,8 @@ def ode_log_likelihood(
     `augmented_norm` (Δ held to the tolerance on its own). `jump_ts`: times where β jumps,
     e.g. `sampling.schedule_kinks(schedule, params)` for clipped schedules; without them
     Tsit5 at rtol = atol = 1e-5 loses ~1e-3 nats/dim on clipped schedules, with them ~1e-4.
+    `rademacher(key, shape, dtype)` draws the probes (default `jax.random.rademacher`; the
+    per-device NLL passes `runtime.global_draw` so probes do not depend on the devices).
     """
     if divergence not in DIVERGENCES:
         raise ValueError(f"unknown divergence '{divergence}'; allowed: {', '.join(DIVERGENCES)}")
@@ -136,7 +139,8 @@ def ode_log_likelihood(
             raise ValueError("divergence='hutchinson' needs rng= for the Rademacher probes")
         if not isinstance(num_probes, int) or num_probes < 1:
             raise ValueError(f"num_probes must be a positive int, got {num_probes!r}")
-        probes = jax.random.rademacher(rng, (num_probes, *z0.shape), dtype=z0.dtype)
+        draw = jax.random.rademacher if rademacher is None else rademacher
+        probes = draw(rng, (num_probes, *z0.shape), z0.dtype)
     prior_logp = standard_normal_logp if prior_logp is None else prior_logp
     solver_obj, evals = _adaptive_solver(solver)
     field = divergence_fn(score_fn, gamma_fn, divergence=divergence, probes=probes)

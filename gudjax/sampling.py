@@ -144,13 +144,17 @@ def sde_sample(
     *,
     t_end: float = 0.0,
     known: Known | None = None,
+    normal=None,
 ) -> Array:
     """Euler–Maruyama on the reverse SDE from t = 1 to t_end; returns z at t_end, (B, D).
 
     Step from t to t' = t − h (h = (1 − t_end)/N > 0), with β, s evaluated at t:
         z' = z + h · β ⊙ (½ z + s(z, t)) + √(β h) ⊙ ξ,   ξ ~ N(0, I)
     and no noise on the last step (the usual "denoised" final step). `num_steps` is static.
+    `normal(key, shape, dtype)` draws the Gaussian noise (default `jax.random.normal`; the
+    per-device samplers pass `runtime.global_draw` so noise does not depend on the devices).
     """
+    normal = jax.random.normal if normal is None else normal
     z1 = _check_z(z1)
     num_steps = _check_steps(num_steps)
     _check_t_end(t_end)
@@ -161,7 +165,7 @@ def sde_sample(
     last = jnp.arange(num_steps) == num_steps - 1
     z = z1
     if mask is not None:
-        z = _replace(z, mask, z0k, gamma_fn, ts[0], jax.random.normal(rng_init, z.shape, z.dtype))
+        z = _replace(z, mask, z0k, gamma_fn, ts[0], normal(rng_init, z.shape, z.dtype))
 
     def step(z, xs):
         t, t_next, key, is_last = xs
@@ -170,10 +174,10 @@ def sde_sample(
         k_noise, k_known = jax.random.split(key)
         drift = state.beta * (0.5 * z + score_fn(z, t))
         noise_scale = jnp.where(is_last, 0.0, jnp.sqrt(jnp.maximum(state.beta, 0.0) * h))
-        xi = jax.random.normal(k_noise, z.shape, z.dtype)
+        xi = normal(k_noise, z.shape, z.dtype)
         z = (z + h * drift + noise_scale * xi).astype(z1.dtype)
         if mask is not None:
-            eps = jax.random.normal(k_known, z.shape, z.dtype)
+            eps = normal(k_known, z.shape, z.dtype)
             z = _replace(z, mask, z0k, gamma_fn, t_next, eps)
         return z, None
 
@@ -192,6 +196,7 @@ def ode_sample(
     t_end: float = 0.0,
     known: Known | None = None,
     rng: Array | None = None,
+    normal=None,
 ) -> Array:
     """Heun's method on the PF-ODE dz/dt = f(z, t) = −½ β ⊙ (z + s) from t = 1 to t_end.
 
@@ -199,7 +204,9 @@ def ode_sample(
         d₁ = f(z, t),   ẑ = z + Δ d₁,   d₂ = f(ẑ, t'),   z' = z + Δ (d₁ + d₂)/2.
     With `known`, `rng` draws the one fixed ε per trajectory; the predictor ẑ also gets the
     known components at t' before d₂ is evaluated. Deterministic without `known`.
+    `normal(key, shape, dtype)` draws ε (default `jax.random.normal`, see `sde_sample`).
     """
+    normal = jax.random.normal if normal is None else normal
     z1 = _check_z(z1)
     num_steps = _check_steps(num_steps)
     _check_t_end(t_end)
@@ -210,7 +217,7 @@ def ode_sample(
     if mask is not None:
         if rng is None:
             raise ValueError("ode_sample with known= needs rng= (the fixed replacement noise)")
-        eps = jax.random.normal(rng, z.shape, z.dtype)
+        eps = normal(rng, z.shape, z.dtype)
         z = _replace(z, mask, z0k, gamma_fn, ts[0], eps)
 
     def step(z, xs):
