@@ -57,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.basis = ml_collections.ConfigDict(dict(name="fourier", whiten=False))
     c.schedule = ml_collections.ConfigDict(
         dict(
-            name="soft_mixed", labels="variance", labels2="log_frequency", a=1.0, r=0.0, clip=False
+            name="soft_mixed", labels="variance", mix_labels="log_frequency", a=1.0, r=0.0, clip=False
         )
     )
     c.family = ml_collections.ConfigDict(dict(a=(0.4, 1.6), r=(0.0, 1.0)))
