@@ -240,23 +240,13 @@ def ode_sample(
 
 
 def schedule_kinks(schedule, params=None) -> Array | None:
-    """Times where β of a clipped linear schedule jumps, (2D,) float32, or None.
-
-    With clipping, γ̃_i is linear inside component i's window and constant outside, so
-    β_i = σ_i² dγ_i/dt jumps at the window edges (SPEC §3):
-        start_i = (e_max − e_i)/(W + E),   end_i = start_i + W/(W + E).
-    Pass the result as `jump_ts` to the adaptive solvers: the step size controller then
-    steps exactly onto every discontinuity and the high-order solver stays accurate on the
-    smooth pieces (without it, Tsit5 at rtol 1e-5 loses ~1e-3 nats/dim on clipped schedules).
-    Unclipped and non-linear kinds have a smooth β: None. The values are traced (jit-able).
+    """Times where β jumps (`schedule.kinks`), e.g. the window edges of a clipped linear
+    schedule (docs/maths.md §3), or None where β is smooth. Pass the result as `jump_ts` to
+    the adaptive solvers: the step size controller then steps exactly onto every
+    discontinuity and the high-order solver stays accurate on the smooth pieces (without it,
+    Tsit5 at rtol 1e-5 loses ~1e-3 nats/dim on clipped schedules). Traced (jit-able).
     """
-    if not schedule.clip or schedule.kind not in ("soft", "soft_mixed", "column", "haar_column"):
-        return None
-    e = schedule.effective_labels(params)
-    width = schedule.consts["gamma_noise"] - schedule.consts["gamma_den"]
-    total = width + jnp.max(e) - jnp.min(e)
-    start = (jnp.max(e) - e) / total
-    return jnp.concatenate([start, start + width / total]).astype(jnp.float32)
+    return schedule.kinks(params)
 
 
 def step_size_controller(rtol: float, atol: float, jump_ts: Array | None = None, norm=None):
