@@ -89,7 +89,7 @@ CASES = {
     "fourier": (
         "fourier",
         dict(whiten=False),
-        dict(name="soft_mixed", labels="variance", labels2="frequency"),
+        dict(name="soft_mixed", labels="variance", mix_labels="frequency"),
         {"a": (0.4, 1.6), "r": (0.0, 1.0)},
         {},
     ),

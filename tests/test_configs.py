@@ -24,9 +24,9 @@ def test_there_are_configs():
 @pytest.mark.parametrize("arg", [None, "runlocal"])
 def test_config_loads_and_is_consistent(path, arg):
     c = load_config_file(path, arg)
-    assert c.schedule.name in schedules.SCHEDULES
+    assert c.schedule.name in schedules.registered_schedules()
     for name, (lo, hi) in dict(c.family).items():
-        assert name in schedules.FAMILY_PARAMS[c.schedule.name]
+        assert name in schedules.family_params(c.schedule.name)
         assert lo <= hi
     assert input_pipeline.image_shape(c.data)[0] == c.data.image_size
     if arg == "runlocal":

@@ -163,8 +163,8 @@ def test_diffusion_loss_on_gaussian_data(kind):
 
 
 def test_batch_noise_state_matches_per_example_state():
-    sched = make_schedule("haar_column", dim=D, labels=np.repeat(np.arange(4.0), 4),
-                          labels2=np.tile(np.linspace(0, 1, 4), 4))
+    sched = make_schedule("haar_column", dim=D, level=np.repeat(np.arange(4.0), 4),
+                          colpos=np.tile(np.linspace(0, 1, 4), 4))
     ts = jnp.linspace(0.1, 0.9, 5)
     params = {"a": jnp.linspace(0.0, 2.0, 5), "b": jnp.linspace(0.1, 0.7, 5)}
     st = batch_noise_state(sched, ts, params)
@@ -174,4 +174,4 @@ def test_batch_noise_state_matches_per_example_state():
             np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6)
     no_params = batch_noise_state(sched, ts)
     assert no_params.gamma.shape == (5, D)
-    assert schedules.FAMILY_PARAMS["haar_column"] == ("a", "b")
+    assert schedules.family_params("haar_column") == ("a", "b")

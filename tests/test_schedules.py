@@ -1,5 +1,6 @@
-"""Schedules (SPEC §3): β from jvp, the standard-diffusion identity, windows, generation
-order, the Haar+column family, b ↔ a, jit/vmap without retracing, and one-line errors.
+"""Schedules (docs/maths.md §3): β from jvp, end points in every basis and prior, the
+standard-diffusion identity, windows, generation order, the Haar+column family, b ↔ a,
+jit/vmap without retracing, the registry, and one-line errors.
 """
 
 import functools
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from gudjax import bases, process, schedules
-from gudjax.schedules import GAMMA_DEN, GAMMA_NOISE, a_to_b, b_to_a, make_schedule
+from gudjax.schedules import GAMMA_DEN, GAMMA_END, GAMMA_NOISE, a_to_b, b_to_a, make_schedule
 
 W = GAMMA_NOISE - GAMMA_DEN
 SHAPE = (8, 8, 1)
@@ -41,7 +42,10 @@ def function_gamma(t):
 
 @functools.cache
 def schedule_of_kind(kind) -> schedules.Schedule:
-    """One representative schedule per kind (a clipped soft schedule counts as a kind)."""
+    """One representative schedule per kind (a clipped soft schedule counts as a kind);
+    a registered family without a case here runs its own `example()` on an unwhitened basis."""
+    if kind not in KNOWN:
+        return schedules.get_family(kind).example(unwhitened("pixel"))
     if kind == "scalar_linear":
         return make_schedule("scalar_linear", unwhitened("pca"))
     if kind == "cosine":
@@ -61,10 +65,12 @@ def schedule_of_kind(kind) -> schedules.Schedule:
     raise AssertionError(kind)
 
 
-KINDS = ("scalar_linear", "cosine", "soft", "soft_clipped", "soft_mixed", "column",
+KNOWN = ("scalar_linear", "cosine", "soft", "soft_clipped", "soft_mixed", "column",
          "haar_column", "function")
+#: every registered family (a new family is tested by registering it) plus a clipped soft one
+KINDS = tuple(sorted(set(schedules.registered_schedules()) | {"soft_clipped"}))
 CLIPPED = ("soft_clipped", "column", "haar_column")
-assert set(schedules.SCHEDULES) <= {k.replace("_clipped", "") for k in KINDS}
+LINEAR = ("soft", "soft_clipped", "soft_mixed", "column", "haar_column")
 
 
 T = 13  # length of the time grids (one compile per schedule structure and grid length)
@@ -102,12 +108,12 @@ def test_beta_is_sigma2_times_finite_difference(kind):
     sigma2 = np.asarray(jax.nn.sigmoid(st.gamma), np.float64)
     ok = np.ones_like(fd, bool)
     if kind in CLIPPED:  # leave out the kinks (window starts and ends) within 2h of t
-        start, end = schedules.windows(sched.effective_labels())
+        start, _, settle = (np.asarray(w) for w in sched.windows())
         t = np.asarray(ts)[:, None]
-        ok = (np.abs(t - start) > 2 * h) & (np.abs(t - end) > 2 * h)
+        ok = (np.abs(t - start) > 2 * h) & (np.abs(t - settle) > 2 * h)
     beta = np.asarray(st.beta, np.float64)
     np.testing.assert_allclose(beta[ok], (sigma2 * fd)[ok], rtol=5e-3, atol=1e-6)
-    # the rest of the noising state (SPEC §2)
+    # the rest of the noising state (docs/maths.md §2)
     np.testing.assert_allclose(st.gamma, vmap_t(sched, ts), rtol=1e-6)
     np.testing.assert_allclose(st.alpha**2 + st.sigma**2, 1.0, atol=1e-6)
     np.testing.assert_allclose(st.sigma**2, sigma2, rtol=1e-5)
@@ -122,25 +128,81 @@ def test_gamma_is_increasing_and_matches_endpoints(kind):
     g = np.asarray(vmap_t(sched, ts))
     assert np.all(np.diff(g, axis=0) >= -1e-5)
     gt = g - np.asarray(sched.rho)
+    # every family, basis and prior ends at the N(0, I) prior (the check would refuse it)
+    rep = schedules.endpoint_report(sched)
+    assert rep["num_below"] == 0 and rep["worst_sigma2_at_1"] >= schedules.MIN_TERMINAL_SIGMA2
     if kind in ("scalar_linear", "cosine"):
         np.testing.assert_allclose(g[0], schedules.VDM_GAMMA_MIN, atol=1e-4)
         np.testing.assert_allclose(g[-1], schedules.VDM_GAMMA_MAX, atol=1e-4)
-    elif kind != "function":  # linear family: max e starts at γ̃_den, min e ends at γ̃_noise
-        e = np.asarray(sched.effective_labels())
-        if sched.clip:  # clipped: γ̃ spans exactly [γ̃_den, γ̃_noise]
-            np.testing.assert_allclose(gt.min(), GAMMA_DEN, atol=1e-5)
-            np.testing.assert_allclose(gt.max(), GAMMA_NOISE, atol=1e-5)
-        else:  # unclipped: γ̃_i(0) = γ̃_den − (e_max − e_i), γ̃_i(1) = γ̃_noise + (e_i − e_min)
+    elif kind in LINEAR:
+        e = np.asarray(sched.effective_labels(), np.float64)
+        rho = np.asarray(sched.rho, np.float64)
+        top = np.maximum(GAMMA_NOISE, GAMMA_END - np.minimum(rho, 0.0))  # T_i
+        np.testing.assert_allclose(sched.terminal_targets(), top, rtol=1e-6)
+        stretch = max(0.0, np.max(top - GAMMA_NOISE - (e - e.min())))
+        # t = 0: true log-SNR high; t = 1: both γ̃ and γ reach γ_end (σ² ≥ sigmoid(γ_end))
+        assert gt[0].max() <= GAMMA_DEN + 1e-5
+        assert np.all(gt[-1] >= top - 1e-4) and np.all(g[-1] >= GAMMA_END - 1e-4)
+        assert stretch > 0  # these unwhitened bases need it: their small components
+        if sched.clip:  # clipped: γ̃_i spans exactly [γ̃_den, T_i]
+            np.testing.assert_allclose(gt[0], GAMMA_DEN, atol=1e-5)
+            np.testing.assert_allclose(gt[-1], top, atol=1e-4)
+        else:  # γ̃_i(0) = γ̃_den − (e_max − e_i), γ̃_i(1) = γ̃_noise + (e_i − e_min) + Δ
             np.testing.assert_allclose(gt[0], GAMMA_DEN - (e.max() - e), atol=1e-4)
-            np.testing.assert_allclose(gt[-1], GAMMA_NOISE + (e - e.min()), atol=1e-4)
+            np.testing.assert_allclose(gt[-1], GAMMA_NOISE + (e - e.min()) + stretch, atol=1e-4)
         np.testing.assert_allclose(gt[0, np.argmax(e)], GAMMA_DEN, atol=1e-5)  # starts first
-        np.testing.assert_allclose(gt[-1, np.argmin(e)], GAMMA_NOISE, atol=1e-5)  # ends last
+
+
+def test_unwhitened_end_points_reach_the_prior_where_window_targets_alone_do_not():
+    """Digits-like pixels (variances 1e-6 … 1): the window targets alone (γ_end ≤ γ̃_noise, the
+    old definition) leave tiny components far from N(0, I), and the check refuses that; the
+    default end points reach it, with the generation order and relative timing unchanged."""
+    basis = bases.make_basis("pixel", SHAPE, variance=np.geomspace(1.0, 1e-6, D))
+    old = make_schedule("column", basis, b=0.5, gamma_end=-100.0)  # T_i = γ̃_noise: no stretch
+    new = make_schedule("column", basis, b=0.5)
+    s_old = np.asarray(jax.nn.sigmoid(old.gamma(1.0)))
+    assert s_old.min() < 1e-4 and np.sum(s_old < 0.5) > D // 4  # the defect, reproduced
+    with pytest.raises(ValueError) as e:
+        schedules.check_endpoints(old, where="config.schedule")
+    msg = one_line(e)
+    assert "prior" in msg and f"of {D} components" in msg and "gamma_end" in msg
+    rep = schedules.check_endpoints(new)
+    assert rep["worst_sigma2_at_1"] >= float(jax.nn.sigmoid(GAMMA_END)) - 1e-6
+    assert rep["prior_bpd"] < 0.01 and rep["min_log_snr_at_0"] >= -GAMMA_DEN - 1e-5
+    # same order and relative timing: every window time scales by one factor
+    w_old, w_new = old.windows(), new.windows()
+    scale = np.asarray(w_new.end)[0] / np.asarray(w_old.end)[0]
+    assert 0 < scale < 1
+    np.testing.assert_allclose(np.asarray(w_new.start), scale * np.asarray(w_old.start), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(w_new.end), scale * np.asarray(w_old.end), atol=1e-6)
+    # whitened, γ_end = γ̃_noise reproduces the window-only schedule exactly (no stretch)
+    wh = basis.with_prior(True)
+    ts = jnp.linspace(0.0, 1.0, T)
+    np.testing.assert_array_equal(
+        vmap_t(make_schedule("column", wh, b=0.5, gamma_end=GAMMA_NOISE), ts),
+        vmap_t(make_schedule("column", wh, b=0.5, gamma_end=-100.0), ts),
+    )
+
+
+def test_config_front_end_refuses_a_schedule_that_misses_the_prior():
+    basis = unwhitened("pixel")
+    with pytest.raises(ValueError) as e:
+        schedules.schedule_from_config({"name": "scalar_linear", "gamma_max": 1.0}, basis)
+    assert "config.schedule 'scalar_linear'" in one_line(e)
+    # checked at every corner of the trained family range too
+    fn = schedules.get_family("function")
+    assert fn.param_names == ()
+    sched = schedules.schedule_from_config({"name": "column", "b": 0.3}, basis,
+                                           family={"b": (0.0, 0.9)})
+    assert sched.name == "column"
+    corners = schedules.family_corners(sched, {"b": (0.0, 0.9)})
+    assert len(corners) == 3 and corners[0] is None
 
 
 # ---------------------------------------------------------------------------- identities
 @pytest.mark.parametrize("name", bases.registered_bases())
 def test_standard_diffusion_identity_is_exact(name):
-    """Unwhitened, a = 1, variance labels: every γ_i(t) is bit-identical (SPEC §3)."""
+    """Unwhitened, a = 1, variance labels: every γ_i(t) is bit-identical (docs/maths.md §3)."""
     basis = unwhitened(name)
     assert np.ptp(np.asarray(basis.rho)) > 1.0  # the components do differ
     sched = make_schedule("soft", basis, labels="variance", a=1.0)
@@ -150,7 +212,8 @@ def test_standard_diffusion_identity_is_exact(name):
     vmapped = np.asarray(jax.jit(jax.vmap(sched.gamma))(ts, {"a": jnp.ones(len(ts))}))
     for g in (eager, jitted, vmapped):
         np.testing.assert_array_equal(g, g[:, :1] * np.ones_like(g))
-    np.testing.assert_allclose(jitted, vmapped, rtol=1e-6)  # (compilers may differ by 1 ulp)
+    # compilers may differ by an ulp of the O(20) intermediates (γ now crosses 0 on the grid)
+    np.testing.assert_allclose(jitted, vmapped, rtol=1e-6, atol=4 * np.spacing(np.float32(20)))
     assert schedules.is_standard_diffusion(sched)
     # β equal too (derivative of identical γ), hence one shared white-noise process
     beta = np.asarray(states(sched, ts).beta)
@@ -167,48 +230,55 @@ def test_a_zero_shares_one_true_snr(name):
         basis = unwhitened(name).with_prior(whiten)
         ts = jnp.linspace(0.0, 1.0, T)
         for sched in (make_schedule("soft", basis, labels="variance", a=0.0),
-                      make_schedule("soft_mixed", basis, labels="variance", labels2="index",
+                      make_schedule("soft_mixed", basis, labels="variance", mix_labels="index",
                                     a=0.0, r=0.5)):
             gt = np.asarray(vmap_t(sched, ts, method="gamma_tilde"))
             np.testing.assert_allclose(gt, gt[:, :1] * np.ones_like(gt), atol=2e-6)
-            np.testing.assert_allclose(gt[:, 0], GAMMA_DEN + W * np.asarray(ts), atol=1e-5)
+            # one shared line from γ̃_den, slowed just enough that every T_i is reached
+            rate = float(np.max(sched.terminal_targets())) - GAMMA_DEN
+            assert rate >= W + (GAMMA_END - GAMMA_NOISE) - 1e-6
+            np.testing.assert_allclose(gt[:, 0], GAMMA_DEN + rate * np.asarray(ts), atol=1e-5)
             # whitened (ρ = 0): standard diffusion with the variance-matched prior
             assert schedules.is_standard_diffusion(sched) == whiten
 
 
 # ---------------------------------------------------------------------------- windows
 @pytest.mark.parametrize("kind", CLIPPED)
-def test_clipped_windows_start_and_end_where_spec_says(kind):
+def test_clipped_windows_start_and_end_where_the_maths_says(kind):
     sched = schedule_of_kind(kind)
     e = np.asarray(sched.effective_labels(), np.float64)
     big_e = e.max() - e.min()
     assert big_e > 0
-    start, end = schedules.windows(e)
-    # SPEC §3: active on [(e_max − e_i)/(W + E), (e_max − e_i + W)/(W + E)]
-    np.testing.assert_allclose(start, (e.max() - e) / (W + big_e), rtol=1e-12)
-    np.testing.assert_allclose(end, (e.max() - e + W) / (W + big_e), rtol=1e-12)
-    np.testing.assert_allclose(end - start, W / (W + big_e), rtol=1e-12)
-    assert start.min() == 0.0 and np.isclose(end.max(), 1.0)
-    # γ̃_i hits γ̃_den at its start and γ̃_noise at its end
-    rho = np.asarray(sched.rho)
-    g_start = np.asarray(vmap_t(sched, jnp.asarray(start, jnp.float32))) - rho
-    g_end = np.asarray(vmap_t(sched, jnp.asarray(end, jnp.float32))) - rho
-    np.testing.assert_allclose(np.diag(g_start), GAMMA_DEN, atol=2e-5)
-    np.testing.assert_allclose(np.diag(g_end), GAMMA_NOISE, atol=2e-5)
-    # β = 0 outside the window, > 0 inside; γ̃ is clipped to [γ̃_den, γ̃_noise]
+    rho = np.asarray(sched.rho, np.float64)
+    top = np.asarray(sched.terminal_targets(), np.float64)
+    rate = W + big_e + max(0.0, np.max(top - GAMMA_NOISE - (e - e.min())))
+    start, end, settle = (np.asarray(w, np.float64) for w in sched.windows())
+    # docs/maths.md §3: generation window [(e_max − e_i)/R, (e_max − e_i + W)/R], R = W + E + Δ
+    np.testing.assert_allclose(start, (e.max() - e) / rate, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(end, (e.max() - e + W) / rate, rtol=1e-5)
+    np.testing.assert_allclose(settle, (e.max() - e + top - GAMMA_DEN) / rate, rtol=1e-5)
+    assert start.min() == 0.0 and settle.max() <= 1.0 + 1e-6
+    # γ̃_i hits γ̃_den at its start, γ̃_noise at its window end, T_i when it settles
+    for times, level in ((start, GAMMA_DEN), (end, GAMMA_NOISE), (settle, top)):
+        g = np.asarray(vmap_t(sched, jnp.asarray(times, jnp.float32))) - rho
+        np.testing.assert_allclose(np.diag(g), level, atol=2e-4)
+    # β = 0 before the start and after settling, > 0 in between; γ̃ clipped to [γ̃_den, T_i]
     ts = np.linspace(0.0, 1.0, 201)
     st = states(sched, jnp.asarray(ts, jnp.float32))
     beta = np.asarray(st.beta)
     gt = np.asarray(st.gamma) - rho
     t = ts[:, None]
-    before, after = t < start - 1e-4, t > end + 1e-4
-    inside = (t > start + 1e-4) & (t < end - 1e-4)
-    assert before.any() and after.any() and inside.any()
+    before, after = t < start - 1e-4, t > settle + 1e-4
+    inside = (t > start + 1e-4) & (t < settle - 1e-4)
+    assert before.any() and inside.any()
     assert np.all(beta[before | after] == 0.0)
     assert np.all(beta[inside] > 0.0)
     np.testing.assert_allclose(gt[before], GAMMA_DEN, atol=1e-5)
-    np.testing.assert_allclose(gt[after], GAMMA_NOISE, atol=1e-5)
-    assert gt.min() >= GAMMA_DEN - 1e-5 and gt.max() <= GAMMA_NOISE + 1e-5
+    np.testing.assert_allclose(gt[after], np.broadcast_to(top, gt.shape)[after], atol=1e-4)
+    assert gt.min() >= GAMMA_DEN - 1e-5 and np.all(gt <= top + 1e-4)
+    # the adaptive solvers step onto exactly these kinks
+    np.testing.assert_allclose(np.asarray(sched.kinks()), np.concatenate([start, settle]),
+                               rtol=1e-6, atol=1e-7)
 
 
 def test_column_schedule_generates_the_left_column_first():
@@ -223,7 +293,7 @@ def test_column_schedule_generates_the_left_column_first():
     b = 0.5
     sched = make_schedule("column", basis, b=b)
     col = np.asarray(basis.label("column")).astype(int)
-    start, end = schedules.windows(sched.effective_labels())
+    start, end, _ = (np.asarray(w) for w in sched.windows())
     col_start = np.array([start[col == k][0] for k in range(w)])
     assert np.all(np.diff(col_start) < 0)  # strictly: column k+1 starts before column k
     assert col_start[0] == start.max() and col_start[-1] == 0.0
@@ -238,14 +308,18 @@ def test_column_schedule_generates_the_left_column_first():
     t0 = col_start[0]
     g0 = np.asarray(sched.gamma_tilde(jnp.float32(t0 - 1e-3)))
     assert np.all(g0[col == 0] <= GAMMA_DEN + 1e-5) and np.all(g0[col > 0] > GAMMA_DEN + 1e-3)
-    # the sequential offset form: window length 1 − b, column l starts at b·(l_max − l)
+    # the sequential offset form inside the generation phase [0, t*] (t* = the end of the
+    # last window): window length (1 − b)·t*, column l starts at b·(l_max − l)·t*
     colpos = col / (w - 1)
-    np.testing.assert_allclose(end - start, 1 - b, rtol=1e-6)
-    np.testing.assert_allclose(start, b * (1.0 - colpos), rtol=1e-6, atol=1e-7)
+    t_star = end.max()
+    np.testing.assert_allclose(end - start, (1 - b) * t_star, rtol=1e-5)
+    np.testing.assert_allclose(start, b * (1.0 - colpos) * t_star, rtol=1e-5, atol=1e-7)
 
 
 def test_haar_column_at_a0_is_the_column_schedule_per_subband():
-    basis = unwhitened("haar", (8, 8, 1), levels=2)  # every sub-band is ≥ 2 columns wide
+    # Whitened, so every sub-band shares the terminal targets and hence the time stretch
+    # (unwhitened, the stretch is one factor for the whole image: equal up to time scaling).
+    basis = unwhitened("haar", (8, 8, 1), levels=2).with_prior(True)  # sub-bands ≥ 2 cols
     b = 0.35
     hc = make_schedule("haar_column", basis, a=0.0, b=b)
     ts = jnp.linspace(0.0, 1.0, T)
@@ -268,7 +342,7 @@ def test_haar_column_at_a0_is_the_column_schedule_per_subband():
     soft = make_schedule("soft", basis, labels="level", a=a, clip=True)
     np.testing.assert_allclose(vmap_t(hc0, ts), vmap_t(soft, ts), atol=1e-6)
     # levels are noised coarse-last: the coarsest LL (level 0) has the latest window
-    start, _ = schedules.windows(hc0.effective_labels())
+    start = np.asarray(hc0.windows().start)
     level = np.asarray(basis.label("level"))
     assert start[level == 0].min() > start[level == 2].max()
 
@@ -372,12 +446,12 @@ def test_schedule_errors_are_one_line_and_name_allowed_values():
     with pytest.raises(ValueError) as e:
         make_schedule("linear_soft", basis)
     msg = one_line(e)
-    assert "linear_soft" in msg and all(n in msg for n in schedules.SCHEDULES)
+    assert "linear_soft" in msg and all(n in msg for n in schedules.registered_schedules())
     with pytest.raises(ValueError) as e:
         make_schedule("soft", basis, labels=np.zeros(D + 1))
     assert str(D) in one_line(e)
     with pytest.raises(ValueError) as e:
-        make_schedule("soft_mixed", dim=D, labels=np.zeros(D), labels2=np.zeros((D, 2)))
+        make_schedule("soft_mixed", dim=D, labels=np.zeros(D), mix_labels=np.zeros((D, 2)))
     one_line(e)
     with pytest.raises(ValueError) as e:
         make_schedule("soft", basis, labels="frequency")  # pixel has no frequency labels
@@ -420,9 +494,16 @@ def test_schedule_errors_are_one_line_and_name_allowed_values():
     assert "softness" in one_line(e) and "labels" in str(e.value)
     with pytest.raises(ValueError) as e:
         schedules.schedule_from_config({"a": 2.0}, basis)
-    assert all(n in one_line(e) for n in schedules.SCHEDULES)
+    assert all(n in one_line(e) for n in schedules.registered_schedules())
+    with pytest.raises(ValueError) as e:  # an option of another family
+        schedules.schedule_from_config({"name": "soft", "b": 0.3}, basis)
+    assert "'b'" in one_line(e) and "labels" in str(e.value)
     ok = schedules.schedule_from_config({"name": "soft", "a": 0.5, "clip": True}, basis)
     assert ok.kind == "soft" and ok.clip
+    # the registry refuses a second family under a taken name
+    with pytest.raises(ValueError) as e:
+        schedules.register_schedule("soft")(type(ok))
+    assert "already registered" in one_line(e)
     # basis-side errors the schedule depends on
     with pytest.raises(ValueError) as e:
         bases.make_basis("wavelets", SHAPE)
