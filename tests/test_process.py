@@ -28,7 +28,7 @@ def test_forward_sample_marginal_matches_alpha_z0_and_sigma2():
     sched = soft_schedule()
     z0 = jnp.asarray(np.random.default_rng(0).normal(size=D) * 2.0, jnp.float32)
     n = 40000
-    for t in (0.5, 0.7, 0.9):
+    for t in (0.3, 0.5, 0.7):  # (by t = 0.9 every component is near its terminal level)
         st = noise_state(sched, jnp.float32(t))
         eps = jax.random.normal(jax.random.key(int(t * 100)), (n, D))
         zt = np.asarray(jax.jit(process.forward_sample)(z0, st, eps), np.float64)
