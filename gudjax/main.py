@@ -128,9 +128,9 @@ def main(argv) -> int:
     config, workdir = FLAGS.config, os.path.abspath(FLAGS.workdir)
     try:
         if FLAGS.mode == "train":
-            from gudjax import train as training
+            from gudjax.distributed import maybe_initialize_distributed
 
-            training.maybe_initialize_distributed(
+            maybe_initialize_distributed(
                 FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
             )
             run.train(config, workdir)

@@ -1,10 +1,11 @@
 """Training loop and IO: `train_and_evaluate(config, workdir)`.
 
-The workdir is the run's identity (STYLE rule 6): starting a run in a workdir that holds
-checkpoints resumes it at the saved step, with the same data order continuation
-(batches are a pure function of (seed, process, step)) and the same randomness
-(rng = fold_in(root, step)). The basis statistics are fitted once from the training split
-and stored as `basis.npz` in the workdir and inside every checkpoint.
+The workdir is the run's identity: starting a run in a workdir that holds checkpoints
+resumes it at the saved step, with the same data order continuation (batches are a pure
+function of (seed, process, step)) and the same randomness (rng = fold_in(root, step)).
+What a run is made of (config checks, basis, model, optimiser, checkpointer) comes from
+`gudjax.experiment.build`; multi-process start-up from `gudjax.distributed`. This module
+owns the loop: pre-emption, metrics, checkpoint cadence, sample grids and report files.
 """
 
 from __future__ import annotations
@@ -19,299 +20,40 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 import gudjax
-from gudjax import bases, input_pipeline, models, plotting, schedules, step
-from gudjax.checkpointing import Checkpointer
-from gudjax.models import count_params, create_model
+from gudjax import input_pipeline, plotting, schedules, step
+from gudjax.distributed import TrainingError, maybe_initialize_distributed
+from gudjax.experiment import (
+    build,
+    check_config_change,
+    make_mesh,
+    replicate,
+    restore_state,
+    shard_batch,
+)
+from gudjax.models import count_params
 
 log = logging.getLogger("gudjax")
 
-#: Config fields that may change between restarts of the same run (they do not change
-#: what is being trained).
-MUTABLE_FIELDS = (
-    "train.num_steps",
-    "train.log_every",
-    "train.checkpoint_every",
-    "train.sample_every",
-    "train.keep_checkpoints",
-    "train.progress",
-    "allow_config_change",
-    "data.data_dir",
-    "data.prefetch",
-    "sample",
-    "eval",
-)
-
-
-class TrainingError(RuntimeError):
-    """A user-facing, one-line training failure (non-finite loss, config mismatch)."""
-
-
-# ------------------------------------------------------------------ distributed setup
-#: Environment variables read by `maybe_initialize_distributed` (flags on gudjax.main win).
-DIST_ENV = {
-    "coordinator_address": "JAX_COORDINATOR_ADDRESS",
-    "num_processes": "JAX_NUM_PROCESSES",
-    "process_id": "JAX_PROCESS_ID",
-    "timeout": "JAX_INIT_TIMEOUT",
-}
-
-
-def _cluster_detected(env) -> bool:
-    """A scheduler that jax.distributed.initialize() configures itself (TPU pod, Slurm, MPI)."""
-    if env.get("TPU_WORKER_HOSTNAMES", "").count(",") >= 1:
-        return True
-    for var in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
-        try:
-            if int(env.get(var, "1")) > 1:
-                return True
-        except ValueError:
-            pass
-    return False
-
-
-def _int_setting(value, source: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{source}={value!r} is not an integer") from None
-
-
-def _wait_for_coordinator(address: str, timeout: float) -> None:
-    """Fail with one line (not an abort deep inside XLA) when nothing listens at `address`."""
-    import socket
-
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, int(port)), timeout=min(5.0, timeout)):
-                return
-        except OSError as e:
-            if time.monotonic() >= deadline:
-                raise TrainingError(
-                    f"cannot reach the JAX coordinator at {address} within {timeout:g} s "
-                    f"({e.strerror or e}); start process 0 there first, or check the address, "
-                    "the port and the firewall (more time: JAX_INIT_TIMEOUT)"
-                ) from None
-            time.sleep(0.5)
-
-
-def _check_port_free(address: str) -> None:
-    """Process 0 serves the coordinator on the port of `address` (all interfaces)."""
-    import socket
-
-    port = int(address.rpartition(":")[2])
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC: TIME_WAIT is fine
-        try:
-            s.bind(("", port))
-        except OSError as e:
-            raise TrainingError(
-                f"process 0 cannot serve the JAX coordinator on port {port} of "
-                f"{address} ({e.strerror or e}); pick a free port"
-            ) from None
-
-
-def maybe_initialize_distributed(
-    coordinator_address: str | None = None,
-    num_processes: int | None = None,
-    process_id: int | None = None,
-    timeout: int | None = None,
-) -> bool:
-    """jax.distributed.initialize() only when a multi-process run is asked for.
-
-    Each setting comes from its argument (the gudjax.main flags) or else from the
-    environment (`DIST_ENV`: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID,
-    JAX_INIT_TIMEOUT, default 300 s). Without them a TPU pod, Slurm or Open MPI job is
-    detected by JAX itself. One process (or GUDJAX_NO_DISTRIBUTED=1) initialises nothing.
-    Must run before anything touches a JAX device. Returns whether it initialised.
-    On CPU the cross-process collectives are gloo (JAX's default,
-    `jax_cpu_collectives_implementation`).
-    """
-    from jax._src import xla_bridge
-
-    env = os.environ
-    if jax.distributed.is_initialized() or env.get("GUDJAX_NO_DISTRIBUTED"):
-        return False
-    given = {
-        "coordinator_address": coordinator_address,
-        "num_processes": num_processes,
-        "process_id": process_id,
-        "timeout": timeout,
-    }
-    settings, source = {}, {}
-    for key, value in given.items():
-        if value is None and DIST_ENV[key] in env:
-            value, source[key] = env[DIST_ENV[key]], f"${DIST_ENV[key]}"
-        else:
-            source[key] = f"--{key}"
-        settings[key] = value
-    n_src = source["num_processes"]
-    explicit = any(settings[k] is not None for k in ("coordinator_address", "num_processes"))
-    if not explicit:
-        if not _cluster_detected(env):
-            return False
-        if xla_bridge.backends_are_initialized():
-            raise TrainingError(_TOO_LATE)
-        jax.distributed.initialize()
-        return True
-    if settings["num_processes"] is None:
-        raise ValueError(
-            f"{source['coordinator_address']}={settings['coordinator_address']!r} needs the "
-            f"number of processes (--num_processes or ${DIST_ENV['num_processes']})"
-        )
-    num = _int_setting(settings["num_processes"], n_src)
-    if num < 1:
-        raise ValueError(f"{n_src}={num} must be >= 1")
-    if num == 1:
-        return False
-    address = settings["coordinator_address"]
-    if not address or ":" not in str(address) or not str(address).rpartition(":")[2].isdigit():
-        raise ValueError(
-            f"{source['coordinator_address']}={address!r} must be HOST:PORT of process 0 "
-            f"when {n_src}={num}"
-        )
-    if settings["process_id"] is None:
-        raise ValueError(
-            f"{n_src}={num} needs the process id in [0, {num}) (--process_id or "
-            f"${DIST_ENV['process_id']})"
-        )
-    pid = _int_setting(settings["process_id"], source["process_id"])
-    if not 0 <= pid < num:
-        raise ValueError(f"{source['process_id']}={pid} is out of range [0, {num})")
-    wait = _int_setting(settings["timeout"] or 300, source["timeout"])
-    if pid != 0:
-        _wait_for_coordinator(str(address), wait)
-    else:
-        _check_port_free(str(address))
-    if xla_bridge.backends_are_initialized():
-        raise TrainingError(_TOO_LATE)
-    log.info(
-        "jax.distributed: process %d of %d, coordinator %s; waiting up to %d s for all "
-        "processes (JAX aborts with DEADLINE_EXCEEDED after that)",
-        pid,
-        num,
-        address,
-        wait,
-    )
-    jax.distributed.initialize(
-        coordinator_address=str(address),
-        num_processes=num,
-        process_id=pid,
-        initialization_timeout=wait,
-        cluster_detection_method="deactivate",
-    )
-    return True
-
-
-_TOO_LATE = (
-    "jax.distributed must be initialised before JAX touches a device; call "
-    "maybe_initialize_distributed() first thing in the process"
-)
-
-
-def make_mesh() -> jax.sharding.Mesh:
-    return jax.make_mesh((jax.device_count(),), (step.AXIS,))
-
-
-def replicate(tree, mesh):
-    sharding = NamedSharding(mesh, P())
-    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
-
-
-def shard_batch(local_batch: np.ndarray, mesh) -> jax.Array:
-    """Place this process' slice of the global batch on the 'data' axis (multi-host safe)."""
-    return jax.make_array_from_process_local_data(NamedSharding(mesh, P(step.AXIS)), local_batch)
-
-
-# ------------------------------------------------------------------ config helpers
-def validate_config(config) -> None:
-    """Checks a user can get wrong, each a one-line ValueError naming the field."""
-    n_dev = jax.device_count()
-    if config.batch_size % n_dev:
-        raise ValueError(
-            f"config.batch_size={config.batch_size} is not divisible by the {n_dev} devices; "
-            f"use a multiple of {n_dev}"
-        )
-    for name, rng in dict(config.get("family", {})).items():
-        lo, hi = (float(v) for v in rng)
-        if lo > hi:
-            raise ValueError(f"config.family.{name}=({lo}, {hi}) has min > max; swap the bounds")
-    sched = config.schedule.name
-    if sched not in schedules.SCHEDULES:
-        raise ValueError(
-            f"unknown config.schedule.name '{sched}'; allowed: {', '.join(schedules.SCHEDULES)}"
-        )
-    allowed = schedules.FAMILY_PARAMS[sched]
-    for name in dict(config.get("family", {})):
-        if name not in allowed:
-            raise ValueError(
-                f"config.family.{name}: schedule '{sched}' has parameters {list(allowed) or 'none'}"
-            )
-    for field, value, allowed in (
-        ("basis.name", config.basis.name, bases.registered_bases()),
-        ("data.name", config.data.name, tuple(input_pipeline.DATASETS)),
-        ("model.name", config.model.name, models.registered_models()),
-    ):
-        if value not in allowed:
-            raise ValueError(f"unknown config.{field} {value!r}; allowed: {', '.join(allowed)}")
-    if config.train.loss_weighting not in ("unweighted", "elbo"):
-        raise ValueError(
-            f"unknown config.train.loss_weighting '{config.train.loss_weighting}'; "
-            "allowed: unweighted, elbo"
-        )
-
-
-def basis_options(config) -> dict:
-    opts = dict(config.basis)
-    opts.pop("name")
-    opts.pop("whiten", None)
-    return opts
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def check_config_change(config, workdir: str) -> None:
-    """Refuse to continue a run whose stored config differs (unless allow_config_change)."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path) or config.get("allow_config_change", False):
-        return
-    with open(path) as f:
-        old = _flatten(json.load(f))
-    new = _flatten(json.loads(config.to_json_best_effort()))
-    diffs = [
-        k
-        for k in sorted(set(old) | set(new))
-        if old.get(k) != new.get(k)
-        and not any(k == m or k.startswith(m + ".") for m in MUTABLE_FIELDS)
-    ]
-    if diffs:
-        k = diffs[0]
-        raise TrainingError(
-            f"workdir {workdir} holds a run with a different config ({k}: {old.get(k)!r} → "
-            f"{new.get(k)!r}{' and more' if len(diffs) > 1 else ''}); use a fresh --workdir or "
-            "pass --config.allow_config_change=True"
-        )
+__all__ = [
+    "TrainingError",
+    "family_member",
+    "generate",
+    "make_mesh",
+    "maybe_initialize_distributed",
+    "replicate",
+    "report_files",
+    "shard_batch",
+    "train_and_evaluate",
+    "write_samples",
+]
 
 
 def family_member(config, overrides: dict | None = None) -> dict:
     """The family parameters used for sampling/evaluation: config.schedule defaults
     overridden by config.sample (e.g. --config.sample.a=1.2) and `overrides`."""
-    names = schedules.FAMILY_PARAMS[config.schedule.name]
+    names = schedules.family_params(config.schedule.name)
     out = {k: float(config.schedule[k]) for k in names if k in config.schedule}
     sample_cfg = config.get("sample", ml_collections.ConfigDict())
     for k in names:
@@ -319,44 +61,6 @@ def family_member(config, overrides: dict | None = None) -> dict:
             out[k] = float(sample_cfg[k])
     out.update(overrides or {})
     return out
-
-
-# ------------------------------------------------------------------ basis
-def fit_or_load_basis(config, workdir: str) -> bases.Basis:
-    """Fit the basis from the training split once; later runs load `workdir/basis.npz`."""
-    path = os.path.join(workdir, "basis.npz")
-    if os.path.exists(path):
-        basis = bases.load_basis(path)
-        want = (config.basis.name, bool(config.basis.whiten))
-        if (basis.kind, basis.whiten) != want:
-            raise TrainingError(
-                f"{path} holds a '{basis.kind}' basis (whiten={basis.whiten}) but the config asks "
-                f"for {want}; use a fresh --workdir"
-            )
-        return basis
-    shape = input_pipeline.image_shape(config.data)
-    try:
-        bases.check_image_shape(config.basis.name, shape, **basis_options(config))
-    except ValueError as e:  # name the config fields involved
-        fields = [f"config.basis.{k}={v!r}" for k, v in basis_options(config).items()]
-        fields = ", ".join(
-            [
-                f"config.basis.name={config.basis.name!r}",
-                *fields,
-                f"config.data.image_size={config.data.image_size!r}",
-            ]
-        )
-        raise ValueError(f"{fields}: {e}") from None
-    batches = (
-        input_pipeline.to_model_input(b)
-        for b in input_pipeline.fit_batches(config.data, batch_size=256)
-    )
-    basis = bases.fit_basis(
-        config.basis.name, batches, whiten=bool(config.basis.whiten), **basis_options(config)
-    )
-    if jax.process_index() == 0:
-        bases.save_basis(path, basis)
-    return basis
 
 
 # ------------------------------------------------------------------ generation
@@ -466,42 +170,6 @@ class _Writer:
             self.tb.close()
 
 
-def build(config, workdir: str):
-    """Everything a run needs: mesh, basis, schedule, model, optimiser, data, checkpointer."""
-    validate_config(config)
-    mesh = make_mesh()
-    basis = fit_or_load_basis(config, workdir)
-    if jax.process_count() > 1:  # every process trains with process 0's basis, bit for bit
-        from jax.experimental import multihost_utils
-
-        basis = multihost_utils.broadcast_one_to_all(basis)
-    schedule = schedules.schedule_from_config(config.schedule, basis)
-    root = jax.random.PRNGKey(config.seed)
-    graphdef, params = create_model(
-        config.model,
-        image_shape=basis.shape,
-        num_groups=basis.num_groups,
-        rng=jax.random.fold_in(root, 1),
-    )
-    tx = step.make_optimizer(config.optim, config.train.num_steps)
-    state = step.init_train_state(params, tx)
-    ckpt = Checkpointer(
-        os.path.join(workdir, "checkpoints"),
-        max_to_keep=config.train.keep_checkpoints,
-        async_save=True,
-    )
-    return mesh, basis, schedule, graphdef, tx, state, ckpt, root
-
-
-def restore_state(ckpt: Checkpointer, state: dict, mesh):
-    """Restore the newest readable checkpoint into `state`'s structure (or return None)."""
-    sharding = NamedSharding(mesh, P())
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state
-    )
-    return ckpt.restore(abstract)
-
-
 def train_and_evaluate(config, workdir: str) -> dict:
     """Train (or resume) the run in `workdir`; returns a summary dict."""
     maybe_initialize_distributed()
@@ -518,7 +186,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         jax.devices()[0].platform,
         workdir,
     )
-    mesh, basis, schedule, graphdef, tx, state, ckpt, root = build(config, workdir)
+    run = build(config, workdir)
+    mesh, basis, schedule, graphdef = run.mesh, run.basis, run.schedule, run.graphdef
+    state, ckpt = run.state, run.ckpt
     try:
         restored = restore_state(ckpt, state, mesh)
     except Exception:
@@ -532,7 +202,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         _write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
         _trim_metrics(os.path.join(workdir, "metrics.jsonl"), start)
     state = replicate(state, mesh)
-    basis_r, schedule_r, root_r = replicate((basis, schedule, root), mesh)
+    basis_r, schedule_r, root_r = replicate((basis, schedule, run.root), mesh)
     data = input_pipeline.TrainData(
         config.data,
         global_batch_size=config.batch_size,
@@ -543,7 +213,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     train_step = step.make_sharded_train_step(
         mesh,
         graphdef=graphdef,
-        tx=tx,
+        tx=run.tx,
         family_ranges=dict(config.get("family", {})),
         weighting=config.train.loss_weighting,
         ema_decay=config.optim.ema_decay,

@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 
-from gudjax import train
+from gudjax import distributed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD_TIMEOUT_S = 600
@@ -176,7 +176,7 @@ def test_two_processes_equal_one_process_with_eight_devices(tmp_path):
 
 def test_process_id_out_of_range_is_one_line():
     with pytest.raises(ValueError, match=r"--process_id=2 is out of range \[0, 2\)") as e:
-        train.maybe_initialize_distributed("127.0.0.1:1234", 2, 2)
+        distributed.maybe_initialize_distributed("127.0.0.1:1234", 2, 2)
     assert "\n" not in str(e.value)
 
 
@@ -184,28 +184,28 @@ def test_missing_settings_are_one_line(monkeypatch):
     monkeypatch.delenv("JAX_NUM_PROCESSES", raising=False)
     monkeypatch.delenv("JAX_PROCESS_ID", raising=False)
     with pytest.raises(ValueError, match="needs the number of processes"):
-        train.maybe_initialize_distributed("127.0.0.1:1234", None, 0)
+        distributed.maybe_initialize_distributed("127.0.0.1:1234", None, 0)
     with pytest.raises(ValueError, match="must be HOST:PORT"):
-        train.maybe_initialize_distributed("localhost", 2, 0)
+        distributed.maybe_initialize_distributed("localhost", 2, 0)
     with pytest.raises(ValueError, match=r"needs the process id in \[0, 2\)"):
-        train.maybe_initialize_distributed("127.0.0.1:1234", 2, None)
+        distributed.maybe_initialize_distributed("127.0.0.1:1234", 2, None)
     monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
     with pytest.raises(ValueError, match=r"\$JAX_NUM_PROCESSES='two' is not an integer"):
-        train.maybe_initialize_distributed("127.0.0.1:1234", None, 0)
+        distributed.maybe_initialize_distributed("127.0.0.1:1234", None, 0)
 
 
 def test_single_process_initialises_nothing(monkeypatch):
-    for var in train.DIST_ENV.values():
+    for var in distributed.DIST_ENV.values():
         monkeypatch.delenv(var, raising=False)
-    assert train.maybe_initialize_distributed() is False
-    assert train.maybe_initialize_distributed(num_processes=1) is False
+    assert distributed.maybe_initialize_distributed() is False
+    assert distributed.maybe_initialize_distributed(num_processes=1) is False
 
 
 def test_unreachable_coordinator_is_one_line_naming_the_address():
     port = _free_port()  # nothing listens there
     t0 = time.monotonic()
-    with pytest.raises(train.TrainingError) as e:
-        train.maybe_initialize_distributed(f"127.0.0.1:{port}", 2, 1, timeout=2)
+    with pytest.raises(distributed.TrainingError) as e:
+        distributed.maybe_initialize_distributed(f"127.0.0.1:{port}", 2, 1, timeout=2)
     msg = str(e.value)
     assert f"cannot reach the JAX coordinator at 127.0.0.1:{port} within 2 s" in msg
     assert "\n" not in msg and time.monotonic() - t0 < 15
@@ -217,5 +217,5 @@ def test_coordinator_port_in_use_is_one_line():
         busy.listen()
         port = busy.getsockname()[1]
         match = f"cannot serve the JAX coordinator on port {port}"
-        with pytest.raises(train.TrainingError, match=match):
-            train.maybe_initialize_distributed(f"127.0.0.1:{port}", 2, 0)
+        with pytest.raises(distributed.TrainingError, match=match):
+            distributed.maybe_initialize_distributed(f"127.0.0.1:{port}", 2, 0)

@@ -8,8 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from gudjax import bases, evaluate, input_pipeline, schedules
-from gudjax import train as training
+from gudjax import bases, evaluate, experiment, input_pipeline, schedules, sweeps
 from gudjax.config_base import load_config_file, parse_arg
 from gudjax.datasets import photo_patches
 
@@ -58,11 +57,11 @@ def test_config_builds_and_validates(name, arg):
     # runlocal must use the offline stand-in; the full configs the paper's data at 32×32×3.
     assert c.data.name == ("photo_patches" if runlocal else dataset)
     assert input_pipeline.image_shape(c.data) == (32, 32, 3)
-    training.validate_config(c)  # what training checks first (batch vs 8 devices, names)
+    experiment.validate_config(c)  # what training checks first (batch vs 8 devices, names)
     settings = evaluate.eval_settings(c)  # what --mode=eval checks first (incl. the sweep)
     for point in settings["points"]:
-        assert evaluate.out_of_range(point, dict(c.family), {}) == [], point
-    bases.check_image_shape(c.basis.name, (32, 32, 3), **training.basis_options(c))
+        assert sweeps.out_of_range(point, dict(c.family), {}) == [], point
+    bases.check_image_shape(c.basis.name, (32, 32, 3), **experiment.basis_options(c))
     if runlocal:
         assert c.train.num_steps <= 1000 and c.model.ch <= 32
     else:

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 from configs import digits_haar
-from gudjax import input_pipeline, train
+from gudjax import experiment, input_pipeline, train
 from gudjax.checkpointing import Checkpointer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -186,7 +186,8 @@ def ref(tmp_path_factory):
         "cwd": sorted(str(p.relative_to(env.cwd)) for p in env.cwd.rglob("*")),
         "data_changed": snapshot(env.data) != data_before,
     }
-    *_, state, ckpt, _ = train.build(c, str(wd))
+    built = experiment.build(c, str(wd))
+    state, ckpt = built.state, built.ckpt
     ckpt.close()
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
     print(f"GUDJAX_TEST_SEED={SEED}; reference run {elapsed:.1f} s")

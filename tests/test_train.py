@@ -12,7 +12,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from configs import digits_haar
-from gudjax import bases, input_pipeline, schedules, step, train
+from gudjax import bases, experiment, input_pipeline, schedules, step, train
 from gudjax.checkpointing import Checkpointer, CheckpointError
 from gudjax.models import create_model
 
@@ -137,7 +137,7 @@ def test_checkpoint_round_trip_of_train_state(setup, tmp_path):
     with Checkpointer(tmp_path / "ck", async_save=True) as ck:
         ck.save(2, state, meta={"note": "x"})
     with Checkpointer(tmp_path / "ck") as ck:
-        step_, restored, meta = train.restore_state(ck, state, mesh)
+        step_, restored, meta = experiment.restore_state(ck, state, mesh)
     assert step_ == 2 and meta["note"] == "x"
     assert jax.tree.structure(restored) == jax.tree.structure(state)
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
@@ -206,7 +206,8 @@ def test_non_finite_loss_stops_run_and_keeps_last_good_checkpoint(data_dir, tmp_
     with pytest.raises(train.TrainingError, match=r"non-finite at step \d+") as e:
         train.train_and_evaluate(bad, wd)
     assert "\n" not in str(e.value) and "last good checkpoint: step" in str(e.value)
-    mesh, *_, state, ck, _ = train.build(tiny_config(data_dir), wd)
+    built = experiment.build(tiny_config(data_dir), wd)
+    state, ck = built.state, built.ckpt
     for s in sorted(int(d) for d in os.listdir(ck_dir) if d.isdigit()):
         restored_step, restored, _ = ck.restore(
             jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state), step=s
@@ -249,16 +250,16 @@ def test_missing_prepared_dataset_names_the_command(tmp_path):
 
 
 def test_no_retrace_of_sampler_across_family_values(setup):
-    """evaluate's jitted sampler compiles once for a sweep over (a, b) of a two-parameter
-    family: family values are traced data (issue 7's no-retrace target)."""
-    from gudjax import evaluate
+    """The jitted sampler compiles once for a sweep over (a, b) of a two-parameter
+    family: family values are traced data, so a sweep never recompiles."""
+    from gudjax import generation, score_model
 
     _, basis, _, graphdef, params, _, _ = setup
     sched = schedules.make_schedule("haar_column", basis)
-    model = evaluate.network_model(graphdef, params, basis, sched, {"a": 0.0, "b": 0.1})
-    with count_compiles("_generate") as compiles:
+    model = score_model.network_model(graphdef, params, basis, sched, {"a": 0.0, "b": 0.1})
+    with count_compiles("sample_batch") as compiles:
         for a, b in ((0.0, 0.1), (1.3, 0.4), (2.0, 0.0)):
-            evaluate.generate(
+            generation.generate(
                 model.with_family({"a": a, "b": b}),
                 2,
                 rng=jax.random.PRNGKey(0),

@@ -1,0 +1,237 @@
+"""What a run is made of, built from its config and workdir: `build(config, workdir) -> Run`.
+
+Config checks (`validate_config`, `check_config_change`), the basis fitted once from the
+training split and stored as `basis.npz` in the workdir (`fit_or_load_basis`), the model,
+optimiser and checkpointer (`build`), and the newest readable checkpoint (`restore_state`).
+Training (`gudjax.train`) and the sample/eval modes (`gudjax.run.load_trained`) start here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from gudjax import bases, input_pipeline, models, schedules, step
+from gudjax.checkpointing import Checkpointer
+from gudjax.distributed import TrainingError
+from gudjax.models import create_model
+
+#: Config fields that may change between restarts of the same run (they do not change
+#: what is being trained).
+MUTABLE_FIELDS = (
+    "train.num_steps",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.sample_every",
+    "train.keep_checkpoints",
+    "train.progress",
+    "allow_config_change",
+    "data.data_dir",
+    "data.prefetch",
+    "sample",
+    "eval",
+)
+
+
+class Run(NamedTuple):
+    """Everything a run needs, as `build` makes it (state is the freshly initialised one)."""
+
+    mesh: jax.sharding.Mesh
+    basis: bases.Basis
+    schedule: Any
+    graphdef: Any
+    tx: Any
+    state: dict
+    ckpt: Checkpointer
+    root: jax.Array
+
+
+# ------------------------------------------------------------------ device placement
+def make_mesh() -> jax.sharding.Mesh:
+    return jax.make_mesh((jax.device_count(),), (step.AXIS,))
+
+
+def replicate(tree, mesh):
+    sharding = NamedSharding(mesh, P())
+    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+
+
+def shard_batch(local_batch: np.ndarray, mesh) -> jax.Array:
+    """Place this process' slice of the global batch on the 'data' axis (multi-host safe)."""
+    return jax.make_array_from_process_local_data(NamedSharding(mesh, P(step.AXIS)), local_batch)
+
+
+# ------------------------------------------------------------------ config helpers
+def validate_config(config) -> None:
+    """Checks a user can get wrong, each a one-line ValueError naming the field."""
+    n_dev = jax.device_count()
+    if config.batch_size % n_dev:
+        raise ValueError(
+            f"config.batch_size={config.batch_size} is not divisible by the {n_dev} devices; "
+            f"use a multiple of {n_dev}"
+        )
+    for name, rng in dict(config.get("family", {})).items():
+        lo, hi = (float(v) for v in rng)
+        if lo > hi:
+            raise ValueError(f"config.family.{name}=({lo}, {hi}) has min > max; swap the bounds")
+    sched = config.schedule.name
+    registered = schedules.registered_schedules()
+    if sched not in registered:
+        raise ValueError(
+            f"unknown config.schedule.name '{sched}'; allowed: {', '.join(registered)}"
+        )
+    allowed = schedules.family_params(sched)
+    for name in dict(config.get("family", {})):
+        if name not in allowed:
+            raise ValueError(
+                f"config.family.{name}: schedule '{sched}' has parameters {list(allowed) or 'none'}"
+            )
+    for field, value, allowed in (
+        ("basis.name", config.basis.name, bases.registered_bases()),
+        ("data.name", config.data.name, tuple(input_pipeline.DATASETS)),
+        ("model.name", config.model.name, models.registered_models()),
+    ):
+        if value not in allowed:
+            raise ValueError(f"unknown config.{field} {value!r}; allowed: {', '.join(allowed)}")
+    if config.train.loss_weighting not in ("unweighted", "elbo"):
+        raise ValueError(
+            f"unknown config.train.loss_weighting '{config.train.loss_weighting}'; "
+            "allowed: unweighted, elbo"
+        )
+
+
+def basis_options(config) -> dict:
+    opts = dict(config.basis)
+    opts.pop("name")
+    opts.pop("whiten", None)
+    return opts
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def read_config_json(path: str) -> dict:
+    """The config stored in a workdir; a damaged or unreadable file is a one-line error."""
+    fix = "restore it or delete it to accept the current config"
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except json.JSONDecodeError as e:
+        raise TrainingError(f"{path} is not valid JSON (line {e.lineno}); {fix}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or " ".join(str(e).split())
+        raise TrainingError(f"cannot read {path} ({reason}); {fix}") from None
+    if not isinstance(stored, dict):
+        raise TrainingError(f"{path} does not hold a config (a JSON object); {fix}")
+    return stored
+
+
+def check_config_change(config, workdir: str) -> None:
+    """Refuse to continue a run whose stored config differs (unless allow_config_change)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path) or config.get("allow_config_change", False):
+        return
+    old = _flatten(read_config_json(path))
+    new = _flatten(json.loads(config.to_json_best_effort()))
+    diffs = [
+        k
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+        and not any(k == m or k.startswith(m + ".") for m in MUTABLE_FIELDS)
+    ]
+    if diffs:
+        k = diffs[0]
+        raise TrainingError(
+            f"workdir {workdir} holds a run with a different config ({k}: {old.get(k)!r} → "
+            f"{new.get(k)!r}{' and more' if len(diffs) > 1 else ''}); use a fresh --workdir or "
+            "pass --config.allow_config_change=True"
+        )
+
+
+# ------------------------------------------------------------------ basis
+def fit_or_load_basis(config, workdir: str) -> bases.Basis:
+    """Fit the basis from the training split once; later runs load `workdir/basis.npz`."""
+    path = os.path.join(workdir, "basis.npz")
+    if os.path.exists(path):
+        basis = bases.load_basis(path)
+        want = (config.basis.name, bool(config.basis.whiten))
+        if (basis.kind, basis.whiten) != want:
+            raise TrainingError(
+                f"{path} holds a '{basis.kind}' basis (whiten={basis.whiten}) but the config asks "
+                f"for {want}; use a fresh --workdir"
+            )
+        return basis
+    shape = input_pipeline.image_shape(config.data)
+    try:
+        bases.check_image_shape(config.basis.name, shape, **basis_options(config))
+    except ValueError as e:  # name the config fields involved
+        fields = [f"config.basis.{k}={v!r}" for k, v in basis_options(config).items()]
+        fields = ", ".join(
+            [
+                f"config.basis.name={config.basis.name!r}",
+                *fields,
+                f"config.data.image_size={config.data.image_size!r}",
+            ]
+        )
+        raise ValueError(f"{fields}: {e}") from None
+    batches = (
+        input_pipeline.to_model_input(b)
+        for b in input_pipeline.fit_batches(config.data, batch_size=256)
+    )
+    basis = bases.fit_basis(
+        config.basis.name, batches, whiten=bool(config.basis.whiten), **basis_options(config)
+    )
+    if jax.process_index() == 0:
+        bases.save_basis(path, basis)
+    return basis
+
+
+# ------------------------------------------------------------------ the run
+def build(config, workdir: str) -> Run:
+    """Everything a run needs: mesh, basis, schedule, model, optimiser, state, checkpointer."""
+    validate_config(config)
+    mesh = make_mesh()
+    basis = fit_or_load_basis(config, workdir)
+    if jax.process_count() > 1:  # every process trains with process 0's basis, bit for bit
+        from jax.experimental import multihost_utils
+
+        basis = multihost_utils.broadcast_one_to_all(basis)
+    schedule = schedules.schedule_from_config(config.schedule, basis)
+    root = jax.random.PRNGKey(config.seed)
+    graphdef, params = create_model(
+        config.model,
+        image_shape=basis.shape,
+        num_groups=basis.num_groups,
+        rng=jax.random.fold_in(root, 1),
+    )
+    tx = step.make_optimizer(config.optim, config.train.num_steps)
+    state = step.init_train_state(params, tx)
+    ckpt = Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        max_to_keep=config.train.keep_checkpoints,
+        async_save=True,
+    )
+    return Run(mesh, basis, schedule, graphdef, tx, state, ckpt, root)
+
+
+def restore_state(ckpt: Checkpointer, state: dict, mesh):
+    """Restore the newest readable checkpoint into `state`'s structure (or return None)."""
+    sharding = NamedSharding(mesh, P())
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state
+    )
+    return ckpt.restore(abstract)
