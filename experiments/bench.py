@@ -26,8 +26,8 @@ Sections of the table and of the JSON (`--json PATH`):
   flops     model FLOPs per step from XLA's cost analysis of the compiled step, achieved
             FLOP/s, and their ratio to a dense f32 matmul timed in the same process.
   sampling  images/s of the 'sde' (Euler–Maruyama, N network calls) and 'ode' (Heun, 2N)
-            samplers behind gudjax.evaluate.generate at --sample-steps, and the adaptive
-            PF-ODE NLL (gudjax.evaluate.nll_bpd's batch function) per image; measured with
+            samplers behind gudjax.generation.generate at --sample-steps, and the adaptive
+            PF-ODE NLL (gudjax.nll.nll_bpd's batch function) per image; measured with
             experiments.bench_eval's functions on the trained-for-a-few-steps parameters.
   compile   train step and SDE sampler compile times (trace + lower, XLA compile), cold in
             a fresh process with an empty persistent cache (JAX_COMPILATION_CACHE_DIR =
@@ -78,9 +78,10 @@ from experiments.bench_common import (
     timed_lower_compile,
     write_json,
 )
-from gudjax import bases, evaluate, schedules, step
+from gudjax import bases, generation, runtime, schedules, step
 from gudjax.config_base import base_config
 from gudjax.models import count_params, create_model, default_model_config
+from gudjax.score_model import network_model
 
 #: name → (basis, basis options, schedule config, family ranges, model overrides)
 CASES = {
@@ -356,7 +357,7 @@ def bench_sampling(s: Settings, cases: dict) -> dict:
         case = cases[name]
         params = jax.device_get(case.state["params"])
         fam = {k: 0.5 * (lo + hi) for k, (lo, hi) in case.family.items()}
-        model = evaluate.network_model(case.graphdef, params, case.basis, case.schedule, fam)
+        model = network_model(case.graphdef, params, case.basis, case.schedule, fam)
         for r in bench_eval.measure_sampling(
             model, batch=s.sample_batch, steps=s.sample_steps, repeats=max(1, s.repeats // 2)
         ):
@@ -579,18 +580,19 @@ def probe(s: Settings, n: int) -> dict:
     mesh = jax.make_mesh((n,), (step.AXIS,), devices=jax.devices()[:n])
     case = Case(s, s.scaling_case, mesh)
     fam = {k: 0.5 * (lo + hi) for k, (lo, hi) in case.family.items()}
-    model = evaluate.network_model(
+    model = network_model(
         case.graphdef, jax.device_get(case.state["params"]), case.basis, case.schedule, fam
     )
     lower_s = compile_s = math.nan
     if n == 1:  # the sampler runs on one device; compiled for the compile section only
         lower_s, compile_s, _ = timed_lower_compile(
-            evaluate._generate,
+            generation.sample_batch,
             model,
             jax.random.PRNGKey(0),
             num=s.sample_batch,
             solver="sde",
             steps=s.sample_steps,
+            mesh=runtime.batch_mesh(jax.local_devices()[:1]),
         )
     compile_times = {
         "train_step": {

@@ -13,10 +13,11 @@ adaptive solver take a different number of steps than a trained one, so besides 
 seconds per image the table gives the number of function evaluations (NFE) and the cost
 per NFE, which is what transfers to a trained model.
 
-NLL: the jitted batch function behind `gudjax.evaluate.nll_bpd` (the --mode=eval path):
+NLL: the jitted batch function behind `gudjax.nll.nll_bpd` (the --mode=eval path):
 PF-ODE with Hutchinson divergence (1 Rademacher probe), Tsit5, rtol = atol = 1e-5; one NFE =
 one linearised network call plus one Jacobian-vector product for the whole batch.
-Sampling: the function behind `gudjax.evaluate.generate`; SDE = N network calls, Heun = 2N.
+Sampling: the batch function behind `gudjax.generation.generate`; SDE = N network calls,
+Heun = 2N. Both on one device (a one-device mesh).
 Both are compiled ahead of time (`.lower(...).compile()`, compile seconds reported
 separately). The NLL is timed on one call (long enough to amortise the first-call
 overhead); each sampler on its second call. Wall clock, results fetched to the host.
@@ -34,8 +35,9 @@ import ml_collections
 import numpy as np
 
 from experiments.bench_common import aot_compile, random_images, timed, write_json
-from gudjax import bases, evaluate, schedules
+from gudjax import bases, generation, nll, runtime, schedules
 from gudjax.models import count_params, create_model, default_model_config
+from gudjax.score_model import network_model
 
 
 def parse_args(argv):
@@ -81,14 +83,15 @@ SAMPLERS = (("sde", "SDE Euler-Maruyama", 1), ("ode", "Heun PF-ODE", 2))
 
 def measure_nll(model, x, *, tol: float, seed: int = 3) -> dict:
     """Seconds per image of the adaptive PF-ODE NLL (the jitted batch function behind
-    `evaluate.nll_bpd`) on the images x (B, H, W, C): one call after AOT compilation."""
+    `nll.nll_bpd`) on the images x (B, H, W, C): one call after AOT compilation."""
     rng = jax.random.PRNGKey(seed)
     x = jnp.asarray(x)
+    one = runtime.batch_mesh(jax.local_devices()[:1])
     compile_s, run = aot_compile(
-        evaluate._bpd_batch, model, x, rng, rtol=tol, atol=tol, **NLL_SETUP
+        nll.bpd_batch, model, x, rng, rtol=tol, atol=tol, mesh=one, **NLL_SETUP
     )
     t_nll, (bpd, nfe) = timed(run, model, x, rng)
-    nfe = int(nfe)
+    nfe = int(np.max(nfe))
     return {
         "batch": int(x.shape[0]),
         "estimator": "PF-ODE, Hutchinson (1 probe)",
@@ -105,13 +108,14 @@ def measure_nll(model, x, *, tol: float, seed: int = 3) -> dict:
 
 
 def measure_sampling(model, *, batch: int, steps: int, repeats: int = 1, seed: int = 2) -> list:
-    """Images/s of the fixed-step samplers behind `evaluate.generate` (SDE: N network calls,
+    """Images/s of the fixed-step samplers behind `generation.generate` (SDE: N network calls,
     Heun: 2N): AOT compiled, one warm-up call, then the median of `repeats` timed calls."""
     rows = []
+    one = runtime.batch_mesh(jax.local_devices()[:1])
     for solver, label, evals in SAMPLERS:
         rng = jax.random.PRNGKey(seed)
         compile_s, run = aot_compile(
-            evaluate._generate, model, rng, num=batch, solver=solver, steps=steps
+            generation.sample_batch, model, rng, num=batch, solver=solver, steps=steps, mesh=one
         )
         timed(run, model, rng)  # warm-up: first-call overhead is large next to a short run
         runs = [timed(run, model, rng) for _ in range(max(1, repeats))]
@@ -148,7 +152,7 @@ def main(argv=None) -> dict:
         mcfg, image_shape=shape, num_groups=basis.num_groups, rng=jax.random.PRNGKey(0)
     )
     params = fill_zero_layers(params, jax.random.PRNGKey(1))
-    model = evaluate.network_model(graphdef, params, basis, schedule, {"a": 1.0})
+    model = network_model(graphdef, params, basis, schedule, {"a": 1.0})
     x = random_images(nll_batch, shape, seed=0)
     tol = 1e-3 if quick else 1e-5
 

@@ -1,4 +1,4 @@
-"""Conditional generation by replacement (SPEC §6): inpainting and image extension.
+"""Conditional generation by replacement (docs/maths.md §6): inpainting and image extension.
 
 Replacement works on a mask in COMPONENT space: at every sampler step the known components
 are overwritten with the forward-noised truth at their own noise level,
@@ -17,8 +17,8 @@ model's basis first. What is supported:
   (`paste=True`, the default): the output always keeps the known pixels exactly. For the
   pixel basis this changes nothing but round-off; for other bases it is a pixel-space
   projection after the fact, not a conditioning of the generation.
-* Component-space conditioning for any basis: pass a component mask (D,) or (B, D)
-  directly to `sample_known`.
+* Component-space conditioning for any basis: pass `known_values(basis, images, mask)`
+  with a component mask (D,) or (B, D) as `known=` to `generation.generate`.
 
 Image extension (`extend`), for column-schedule models (pixel basis with the `column`
 schedule, or `haar_column`): generate a first window of width W (or start from given
@@ -29,21 +29,19 @@ generated, and appended. The result is cropped to the requested width. From the 
 (`run.sample`): config.sample.extend_columns=k, config.sample.extend_from="noise" (first window
 sampled) or "test" (first window = real test images, kept exactly as the left W columns).
 
-Every sampler call splits its batch over all local devices (`sample_known`, as
-`evaluate.generate`); the result does not depend on the number of devices.
+Every sampler call goes through `generation.generate` (split over all local devices, run per
+device); the result does not depend on the number of devices.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from gudjax import sampling
+from gudjax import generation, sampling
 
 log = logging.getLogger("gudjax")
 
@@ -140,59 +138,17 @@ def known_components(basis, mask) -> np.ndarray:
     return leak <= 1e-6 * u.max(axis=1)
 
 
-# ------------------------------------------------------------------ sampling with known parts
-@functools.partial(jax.jit, static_argnames=("solver", "steps", "rows"))
-def _sample_known(model, z0_known, comp_mask, rng, *, solver, steps, rows=None):
-    k1, k2 = jax.random.split(rng)
-    z1 = jax.random.normal(k1, z0_known.shape)
-    if rows is not None:  # the batch split over devices; the noise values do not change
-        z1 = jax.lax.with_sharding_constraint(z1, rows)
-    known = sampling.Known(comp_mask, z0_known)
-    from gudjax.evaluate import sharded_score_fn
-
-    score_fn = sharded_score_fn(model.score_fn(), rows)
-    if solver == "sde":
-        z0 = sampling.sde_sample(k2, score_fn, model.gamma_fn(), z1, steps, known=known)
-    else:
-        z0 = sampling.ode_sample(score_fn, model.gamma_fn(), z1, steps, known=known, rng=k2)
-    x = jnp.clip(model.basis.decode(z0), -1.0, 1.0)
-    return x if rows is None else jax.lax.with_sharding_constraint(x, rows)
-
-
-def sample_known(
-    model, x_known, comp_mask, *, rng, solver: str = "sde", steps: int = 250, mesh=None
-):
-    """Images (B, H, W, C) in [−1, 1] with the components in `comp_mask` ((D,) or (B, D))
-    conditioned by replacement on those of `x_known` (B, H, W, C). `model`: a
-    `evaluate.ScoreModel` (network or oracle).
-
-    The batch is split over `mesh` (default: all local devices; padded to a multiple of the
-    device count); the result does not depend on the number of devices (see
-    `evaluate.generate`).
-    """
-    from gudjax import evaluate
-
-    if solver not in ("sde", "ode"):
-        raise ValueError(f"unknown config.sample.solver '{solver}'; allowed: sde, ode")
+def known_values(basis, x_known, comp_mask) -> sampling.Known:
+    """`sampling.Known(mask, z0)` for `generation.generate`: the components in `comp_mask`
+    ((D,) or (B, D)) take their values from the images `x_known` (B, H, W, C), z0 = encode(x)."""
     x_known = np.asarray(x_known, np.float32)
-    b = x_known.shape[0]
-    d = model.basis.dim
+    b, d = x_known.shape[0], basis.dim
     comp_mask = np.asarray(comp_mask, bool)
     if comp_mask.shape not in ((d,), (b, d)):
         raise ValueError(
             f"component mask has shape {tuple(comp_mask.shape)}; allowed: ({d},) or ({b}, {d})"
         )
-    mesh = evaluate.batch_mesh() if mesh is None else mesh
-    rows = evaluate.row_sharding(mesh)
-    size = evaluate.padded_size(b, mesh)
-    model = evaluate.replicate_on(model, mesh)
-    z0 = model.basis.encode(jax.device_put(evaluate.pad_rows(x_known, size), rows))
-    if comp_mask.ndim == 2:
-        comp = jax.device_put(evaluate.pad_rows(comp_mask, size), rows)
-    else:
-        comp = evaluate.replicate_on(comp_mask, mesh)
-    out = _sample_known(model, z0, comp, rng, solver=solver, steps=int(steps), rows=rows)
-    return np.asarray(out)[:b]
+    return sampling.Known(comp_mask, np.asarray(basis.encode(x_known), np.float32))
 
 
 def inpaint(
@@ -222,7 +178,11 @@ def inpaint(
             n_comp,
             basis.dim,
         )
-    out = sample_known(model, images, comp, rng=rng, solver=solver, steps=steps)
+    b = len(images)
+    known = known_values(basis, images, comp)
+    out = generation.generate(
+        model, b, rng=rng, solver=solver, steps=steps, batch_size=b, known=known
+    )
     if paste:
         out = np.where(np.broadcast_to(m, out.shape), images, out)
     return {
@@ -268,13 +228,9 @@ def extend(
         )
     k_init, k_loop = jax.random.split(rng)
     if init is None:  # an empty mask: unconditional, and the same compiled sampler as below
-        canvas = sample_known(
-            model,
-            np.zeros((num, h, w, c), np.float32),
-            np.zeros(h * w * c, bool),
-            rng=k_init,
-            solver=solver,
-            steps=steps,
+        empty = known_values(model.basis, np.zeros((num, h, w, c)), np.zeros(h * w * c, bool))
+        canvas = generation.generate(
+            model, num, rng=k_init, solver=solver, steps=steps, batch_size=num, known=empty
         )
     else:
         canvas = np.asarray(init, np.float32)
@@ -288,8 +244,14 @@ def extend(
     while canvas.shape[2] < width:
         window = np.zeros((num, h, w, c), np.float32)
         window[:, :, :keep] = canvas[:, :, -keep:]
-        new = sample_known(
-            model, window, comp, rng=jax.random.fold_in(k_loop, i), solver=solver, steps=steps
+        new = generation.generate(
+            model,
+            num,
+            rng=jax.random.fold_in(k_loop, i),
+            solver=solver,
+            steps=steps,
+            batch_size=num,
+            known=known_values(model.basis, window, comp),
         )
         canvas = np.concatenate([canvas, new[:, :, keep:]], axis=2)
         i += 1

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gudjax import input_pipeline
+from gudjax import input_pipeline, runtime
 
 log = logging.getLogger("gudjax")
 Array = Any
@@ -187,26 +187,12 @@ _features_jit = jax.jit(classifier_features)
 FEATURE_BATCH = 256
 
 
-def in_padded_chunks(fn, x: np.ndarray, batch: int, out_dim: int) -> np.ndarray:
-    """fn over x (N, ...) float32 in chunks of `batch` rows, the last one zero-padded so any N
-    uses one compilation; returns the (N, out_dim) float64 results (padding rows dropped)."""
-    out = []
-    for lo in range(0, len(x), batch):
-        chunk = x[lo : lo + batch]
-        m = len(chunk)
-        if m < batch:
-            chunk = np.concatenate([chunk, np.zeros((batch - m, *x.shape[1:]), np.float32)])
-        out.append(np.asarray(fn(chunk))[:m])
-    if not out:
-        return np.zeros((0, out_dim))
-    return np.concatenate(out).astype(np.float64)
-
-
 def extract_features(params: dict, x, batch: int = FEATURE_BATCH) -> np.ndarray:
     """Features (N, 128) float64 of images x (N, H, W, C) ∈ [−1, 1], in chunks of `batch`
     rows (the last one padded, so any N uses one compilation)."""
     x = np.asarray(x, np.float32)
-    return in_padded_chunks(lambda c: _features_jit(params, c), x, batch, FEATURE_DIM)
+    fn = lambda c: _features_jit(params, c)
+    return runtime.map_padded_chunks(fn, x, batch, pad="zeros", out_dim=FEATURE_DIM)
 
 
 def _accuracy(params, images_u8, labels) -> float:

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gudjax.features import in_padded_chunks
+from gudjax import runtime
 
 Array = Any
 
@@ -425,13 +425,9 @@ class InceptionFeatures:
         self.path = os.path.abspath(path)
         params = load_weights(path)
         self.sha256 = file_sha256(path)
-        devices = jax.local_devices()
-        n = len(devices)
-        self.batch_size = max(n, -(-int(batch_size) // n) * n)
-        self.mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
-        rep = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
-        self.params = jax.device_put(params, rep)
-        self._rows = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("data"))
+        self.mesh = runtime.batch_mesh()
+        self.batch_size = runtime.padded_size(max(1, int(batch_size)), self.mesh)
+        self.params = runtime.replicate(params, self.mesh)
 
     @property
     def info(self) -> dict:
@@ -458,9 +454,11 @@ class InceptionFeatures:
         x = np.asarray(x, np.float32)
         if x.ndim != 4 or x.shape[-1] not in (1, 3):
             raise ValueError(f"images must have shape (N, H, W, 1 or 3), got {x.shape}")
-        return in_padded_chunks(
-            lambda c: features(self.params, jax.device_put(c, self._rows)),
+        return runtime.map_padded_chunks(
+            lambda c: features(self.params, c),
             x,
             self.batch_size,
-            FEATURE_DIM,
+            mesh=self.mesh,
+            pad="zeros",
+            out_dim=FEATURE_DIM,
         )

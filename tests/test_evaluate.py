@@ -12,7 +12,22 @@ import numpy as np
 import pytest
 from test_train import tiny_config
 
-from gudjax import bases, conditional, evaluate, features, run, schedules, train
+from gudjax import (
+    baselines,
+    bases,
+    conditional,
+    evaluate,
+    features,
+    generation,
+    nll,
+    run,
+    runtime,
+    schedules,
+    score_model,
+    sweeps,
+    train,
+)
+from gudjax import report as eval_report
 from gudjax.checkpointing import CheckpointError
 from gudjax.oracle import GaussianOracle, random_gaussian
 
@@ -44,9 +59,9 @@ def test_nll_eval_path_returns_analytic_bpd_on_gaussian_oracle(kind, whiten, sch
     mu, C, X, basis = _gaussian_setup(kind, whiten, **opts)
     schedule = schedules.schedule_from_config(sched, basis)
     oracle = GaussianOracle.from_data(basis, mu, C)
-    model = evaluate.oracle_model(oracle, basis, schedule, fam)
+    model = score_model.oracle_model(oracle, basis, schedule, fam)
     x = X[:6]
-    out = evaluate.nll_bpd(model, x, batch_size=4, divergence="exact", rtol=1e-5, atol=1e-5)
+    out = nll.nll_bpd(model, x, batch_size=4, divergence="exact", rtol=1e-5, atol=1e-5)
     fam_j = {k: jnp.float32(v) for k, v in fam.items()}
     logp0 = oracle.logp_x0(x, lambda t: schedule.gamma(t, fam_j))
     expected = -logp0 / (basis.dim * math.log(2.0)) + 7.0
@@ -58,12 +73,12 @@ def test_hutchinson_nll_is_unbiased_on_oracle():
     mu, C, X, basis = _gaussian_setup("pixel", True)
     schedule = schedules.make_schedule("soft", basis, labels="column", a=1.0)
     oracle = GaussianOracle.from_data(basis, mu, C)
-    model = evaluate.oracle_model(oracle, basis, schedule, {"a": 1.0})
+    model = score_model.oracle_model(oracle, basis, schedule, {"a": 1.0})
     x = np.repeat(X[:1], 32, axis=0)
-    out = evaluate.nll_bpd(model, x, batch_size=32, divergence="hutchinson", num_probes=2)
+    out = nll.nll_bpd(model, x, batch_size=32, divergence="hutchinson", num_probes=2)
     logp0 = oracle.logp_x0(x[:1], lambda t: schedule.gamma(t, {"a": jnp.float32(1.0)}))
     expected = float(-logp0[0] / (basis.dim * math.log(2.0)) + 7.0)
-    mean, sem = evaluate.mean_sem(out["bpd"])
+    mean, sem = nll.mean_sem(out["bpd"])
     assert sem > 0 and abs(mean - expected) < 4 * sem + 1e-4
 
 
@@ -72,11 +87,11 @@ def test_hutchinson_nll_is_unbiased_on_oracle():
 def sharding_case():
     mu, C, X, basis = _gaussian_setup("pixel", True)
     schedule = schedules.make_schedule("soft", basis, labels="column", a=1.0)
-    model = evaluate.oracle_model(
+    model = score_model.oracle_model(
         GaussianOracle.from_data(basis, mu, C), basis, schedule, {"a": 0.7}
     )
-    one = evaluate.batch_mesh(jax.local_devices()[:1])
-    return model, X, one, evaluate.batch_mesh()
+    one = runtime.batch_mesh(jax.local_devices()[:1])
+    return model, X, one, runtime.batch_mesh()
 
 
 def test_sampling_sharded_over_devices_equals_one_device(sharding_case):
@@ -86,8 +101,8 @@ def test_sampling_sharded_over_devices_equals_one_device(sharding_case):
     assert all_.devices.size == 8
     # 13 images in batches of 6: every batch padded to 8 rows on 8 devices, not on one
     kw = dict(rng=jax.random.PRNGKey(3), solver=solver, steps=8, batch_size=6)
-    a = evaluate.generate(model, 13, mesh=one, **kw)
-    b = evaluate.generate(model, 13, mesh=all_, **kw)
+    a = generation.generate(model, 13, mesh=one, **kw)
+    b = generation.generate(model, 13, mesh=all_, **kw)
     assert a.shape == b.shape == (13, 4, 4, 1)
     np.testing.assert_allclose(a, b, atol=1e-5)
 
@@ -101,11 +116,11 @@ def test_nll_sharded_over_devices_equals_one_device(sharding_case):
     model, X, one, all_ = sharding_case
     x = np.clip(X[:12], -1, 1)
     kw = dict(batch_size=8, divergence="hutchinson", rtol=1e-4, atol=1e-4)  # 8 + 4 (padded)
-    a = evaluate.nll_bpd(model, x, mesh=one, **kw)
-    b = evaluate.nll_bpd(model, x, mesh=all_, **kw)
+    a = nll.nll_bpd(model, x, mesh=one, **kw)
+    b = nll.nll_bpd(model, x, mesh=all_, **kw)
     assert a["bpd"].shape == b["bpd"].shape == (12,) and len(b["nfe"]) == 2
     np.testing.assert_allclose(a["bpd"], b["bpd"], atol=1e-3)
-    other = evaluate.nll_bpd(model, x, mesh=all_, seed=1, **kw)  # other probes: far apart
+    other = nll.nll_bpd(model, x, mesh=all_, seed=1, **kw)  # other probes: far apart
     assert np.max(np.abs(other["bpd"] - b["bpd"])) > 1e-2
 
 
@@ -115,9 +130,10 @@ def test_conditional_sampling_sharded_equals_one_device(sharding_case):
     mask = conditional.known_components(
         model.basis, conditional.parse_mask_spec("left:2", (4, 4, 1))
     )
-    kw = dict(rng=jax.random.PRNGKey(0), steps=6)
-    a = conditional.sample_known(model, x, mask, mesh=one, **kw)
-    b = conditional.sample_known(model, x, mask, mesh=all_, **kw)
+    known = conditional.known_values(model.basis, x, mask)
+    kw = dict(rng=jax.random.PRNGKey(0), steps=6, batch_size=3, known=known)
+    a = generation.generate(model, 3, mesh=one, **kw)
+    b = generation.generate(model, 3, mesh=all_, **kw)
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
@@ -125,7 +141,7 @@ def test_gaussian_fit_closed_form():
     g = np.random.default_rng(0)
     u8 = g.integers(0, 256, size=(300, 3, 3, 1), dtype=np.uint8)
     u8[:, 0, 0] = 0  # a constant pixel: its variance is the dequantisation floor alone
-    fit = evaluate.fit_gaussian([u8[:100], u8[100:]])
+    fit = baselines.fit_gaussian([u8[:100], u8[100:]])
     x = (u8.astype(np.float64) + 0.5) * 2 / 256 - 1
     flat = x.reshape(300, -1)
     cov = np.cov(flat, rowvar=False, bias=True) + bases.MIN_VARIANCE * np.eye(9)
@@ -134,7 +150,7 @@ def test_gaussian_fit_closed_form():
     assert fit.eigvals.min() >= bases.MIN_VARIANCE * (1 - 1e-9)
     from scipy.stats import multivariate_normal
 
-    xq = evaluate.dequantize_uniform(u8[:5], seed=3)
+    xq = nll.dequantize_uniform(u8[:5], seed=3)
     ref = multivariate_normal(flat.mean(0), cov).logpdf(xq.reshape(5, -1))
     np.testing.assert_allclose(fit.logpdf(xq), ref, rtol=1e-10)
     np.testing.assert_allclose(fit.bpd(xq), -ref / (9 * math.log(2)) + 7, rtol=1e-10)
@@ -161,7 +177,7 @@ def test_frechet_distance_zero_for_same_set_and_grows_with_shift():
 def pixel_oracle():
     mu, C, X, basis = _gaussian_setup("pixel", False, shape=(8, 8, 1), n=512)
     schedule = schedules.make_schedule("column", basis, b=0.5)
-    model = evaluate.oracle_model(GaussianOracle.from_data(basis, mu, C), basis, schedule)
+    model = score_model.oracle_model(GaussianOracle.from_data(basis, mu, C), basis, schedule)
     return model, np.clip(X, -1, 1)
 
 
@@ -220,9 +236,9 @@ def test_extension_has_requested_width_and_keeps_the_first_window(pixel_oracle):
 
 # ------------------------------------------------------------------ sweeps and config
 def test_parse_sweep_and_standard_diffusion_marking():
-    pts = evaluate.parse_sweep("a=0:2:3", ("a",))
+    pts = sweeps.parse_sweep("a=0:2:3", ("a",))
     assert pts == [{"a": 0.0}, {"a": 1.0}, {"a": 2.0}]
-    grid = evaluate.parse_sweep("a=0,1;b=0.3,0.5", ("a", "b"))
+    grid = sweeps.parse_sweep("a=0,1;b=0.3,0.5", ("a", "b"))
     assert grid == [
         {"a": 0.0, "b": 0.3},
         {"a": 0.0, "b": 0.5},
@@ -235,20 +251,20 @@ def test_parse_sweep_and_standard_diffusion_marking():
         ("a", "cannot read"),
     ):
         with pytest.raises(ValueError, match=match) as e:
-            evaluate.parse_sweep(spec, ("a",))
+            sweeps.parse_sweep(spec, ("a",))
         assert "config.eval.sweep" in str(e.value) and "\n" not in str(e.value)
-    assert evaluate.out_of_range({"a": 2.5}, {"a": (0.0, 2.0)}, {}) != []
-    assert evaluate.out_of_range({"a": 2.0}, {"a": (0.0, 2.0)}, {}) == []
+    assert sweeps.out_of_range({"a": 2.5}, {"a": (0.0, 2.0)}, {}) != []
+    assert sweeps.out_of_range({"a": 2.0}, {"a": (0.0, 2.0)}, {}) == []
     whitened = bases.make_basis("haar", (8, 8, 1), variance=np.linspace(0.1, 1, 64), whiten=True)
     sched = schedules.make_schedule("soft", whitened, labels="level")
-    assert "variance-matched" in evaluate.standard_diffusion_label(sched, whitened, {"a": 0.0})
-    assert evaluate.standard_diffusion_label(sched, whitened, {"a": 0.5}) is None
+    assert "variance-matched" in sweeps.standard_diffusion_label(sched, whitened, {"a": 0.0})
+    assert sweeps.standard_diffusion_label(sched, whitened, {"a": 0.5}) is None
     white = whitened.with_prior(False)
     sched_w = schedules.make_schedule("soft", white, labels="variance")
-    assert evaluate.standard_diffusion_label(sched_w, white, {"a": 1.0}) == (
+    assert sweeps.standard_diffusion_label(sched_w, white, {"a": 1.0}) == (
         "standard diffusion (white noise)"
     )
-    assert evaluate.standard_diffusion_label(sched_w, white, {"a": 0.0}) is None
+    assert sweeps.standard_diffusion_label(sched_w, white, {"a": 0.0}) is None
 
 
 def test_inception_weights_and_bad_eval_values_are_one_line_errors(data_dir, tmp_path):
@@ -348,6 +364,7 @@ def test_eval_end_to_end_on_tiny_trained_model(tiny_run, caplog, capsys):
     np.testing.assert_array_equal(out["init"], run._test_images(c, c.sample.num))
     saved = np.load(out["npz"])
     assert int(saved["known_width"]) == 8 and str(saved["extend_from"]) == "test"
+    assert "family_names" in saved.files and "family" not in saved.files
     assert os.path.exists(out["png"])
     c.sample.extend_from = "train"
     with pytest.raises(ValueError, match="extend_from='train'; allowed: noise, test") as err:
@@ -357,6 +374,10 @@ def test_eval_end_to_end_on_tiny_trained_model(tiny_run, caplog, capsys):
     c.sample.extend_columns, c.sample.extend_from, c.sample.num = None, "noise", 5
     out = run.sample(c, wd)
     assert out["images"].shape == (5, 8, 8, 1) and os.path.exists(out["npz"])
+    with np.load(out["npz"]) as saved:  # plain arrays: readable without allow_pickle
+        names, values = saved["family_names"].tolist(), saved["family_values"].tolist()
+        assert dict(zip(names, values, strict=True)) == sweeps.family_member(c)
+        assert all(saved[k].dtype != object for k in saved.files)
 
 
 @pytest.mark.slow
@@ -457,9 +478,9 @@ def _fake_report(points, std):
 
 @pytest.mark.parametrize("spec", ["a=0:2:3", "a=0,1;b=0.3,0.5"])
 def test_sweep_plot_line_and_heat_map(tmp_path, spec):
-    points = evaluate.parse_sweep(spec, ("a", "b"))
+    points = sweeps.parse_sweep(spec, ("a", "b"))
     report = _fake_report(points, [i == 0 for i in range(len(points))])
-    path = evaluate.plot_sweep(report, str(tmp_path / "sweep.png"))
+    path = eval_report.plot_sweep(report, str(tmp_path / "sweep.png"))
     assert os.path.getsize(path) > 1000
 
 
@@ -492,7 +513,20 @@ def test_table_shows_classifier_fd_and_fid_side_by_side():
         fid_settings={"name": "FID", **settings},
     )
     report["baseline"]["bpd_sem"] = 0.1
-    table = evaluate.format_table(report)
+    table = eval_report.format_table(report)
     header = next(line for line in table.splitlines() if line.startswith("a "))
     assert header.index("FD-digits-classifier") < header.index("FID")
     assert "41" in table and "FID: x; 5 generated (sde, 3 steps)" in table
+
+
+def test_sample_files_store_the_family_as_plain_arrays(tmp_path):
+    """The family point of sample/inpaint/extend .npz files loads with plain np.load."""
+    path = tmp_path / "sample.npz"
+    fam = {"a": 0.5, "b": 0.25}
+    np.savez_compressed(path, images=np.zeros((2, 4, 4, 1)), **run.family_fields(fam))
+    with np.load(path) as saved:  # allow_pickle=False
+        names, values = saved["family_names"].tolist(), saved["family_values"].tolist()
+    assert dict(zip(names, values, strict=True)) == fam
+    np.savez_compressed(tmp_path / "fixed.npz", **run.family_fields({}))
+    with np.load(tmp_path / "fixed.npz") as saved:
+        assert saved["family_names"].size == saved["family_values"].size == 0

@@ -1,7 +1,7 @@
 """Figure scripts (experiments/figures): each runs on the digits at small sizes and writes a
-non-trivial PNG and PDF; family_results reads eval JSON in the format gudjax.evaluate writes
-(the synthetic reports below go through evaluate.write_report and are checked to be
-readable by evaluate's own plot_sweep and format_table); bad input is a one-line error."""
+non-trivial PNG and PDF; family_results reads eval JSON in the format gudjax.report writes
+(the synthetic reports below go through report.write_report and are checked to be
+readable by report's own plot_sweep and format_table); bad input is a one-line error."""
 
 import json
 import os
@@ -17,7 +17,7 @@ from experiments.figures import (
     gamma_snr_pca,
     snr_paths,
 )
-from gudjax import evaluate
+from gudjax import report
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def synthetic_report(workdir, rows, *, basis, whiten, sweep, schedule):
 @pytest.fixture(scope="module")
 def eval_files(tmp_path_factory):
     """Two 1-D sweeps over a (whitened / unwhitened) and one 2-D (a, b) grid, written by
-    evaluate.write_report and checked against evaluate's own readers."""
+    report.write_report and checked against its own readers."""
     tmp_path = tmp_path_factory.mktemp("evals")
     std_w = "standard diffusion (white noise)"
     std_v = "standard diffusion, variance-matched prior (equal log-SNR)"
@@ -198,7 +198,7 @@ def eval_files(tmp_path_factory):
             sweep="a=0,0.5,1,1.5,2.5",
             schedule={"name": "soft", "labels": "variance", "a": 1.0},
         )
-        files[f"1d_{whiten}"] = evaluate.write_report(rep, str(d / "eval.json"))
+        files[f"1d_{whiten}"] = report.write_report(rep, str(d / "eval.json"))
     rows = [
         _row({"a": a, "b": b}, 4.0 + a + b, 10 + 5 * a - b, standard=std_v if a == b == 0 else None)
         for a in (0.0, 0.5, 1.0)
@@ -214,12 +214,12 @@ def eval_files(tmp_path_factory):
         sweep="a=0,0.5,1;b=0,0.3,0.5",
         schedule={"name": "haar_column", "a": 0.5, "b": 0.5},
     )
-    files["2d"] = evaluate.write_report(rep, str(d / "eval.json"))
-    for path in files.values():  # the synthetic files are what evaluate itself can read
+    files["2d"] = report.write_report(rep, str(d / "eval.json"))
+    for path in files.values():  # the synthetic files are what the report module itself can read
         with open(path) as f:
             rep = json.load(f)
-        assert "NLL bpd" in evaluate.format_table(rep)
-        evaluate.plot_sweep(rep, str(tmp_path / "check.png"))
+        assert "NLL bpd" in report.format_table(rep)
+        report.plot_sweep(rep, str(tmp_path / "check.png"))
     return files
 
 

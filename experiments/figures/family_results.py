@@ -3,7 +3,7 @@
     python -m experiments.figures.family_results --out DIR EVAL_JSON [EVAL_JSON ...]
         [--labels "whitened,unwhitened"]
 
-Input: eval.json files written by `--mode=eval` with a sweep (`gudjax.evaluate.write_report`:
+Input: eval.json files written by `--mode=eval` with a sweep (`gudjax.report.write_report`:
 rows of {family, standard_diffusion, in_trained_range, nll {bpd, bpd_sem}, fd {name, value}};
 FD is optional). Several files give several curves, e.g. the whitened and the unwhitened
 PCA network (Fig. 3).
