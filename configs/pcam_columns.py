@@ -2,12 +2,14 @@
 pixel basis, white prior, column-sequential soft conditioning with offset fraction b,
 one network per b ∈ {0.3, 0.5}; image extension to the right in the sample settings.
 
-Schedule (`column`, SPEC §3): labels l = column index normalised to [0, 1] (left column =
-generated FIRST), effective labels e = c(b)·l with c(b) = b·W/(1 − b), clipped to
-[γ̃_den, γ̃_noise]: every column is active on a window of length 1 − b of the time axis,
-column j starting at b·(1 − j/31). b → 0: all pixels share one SNR (diffusion-like; with
-the white prior not exactly standard diffusion, since pixel variances differ); b → 1:
-autoregression.
+Schedule (`column`, docs/maths.md §3): labels l = column index normalised to [0, 1] (left
+column = generated FIRST), effective labels e = c(b)·l with c(b) = b·W/(1 − b), clipped:
+inside the generation phase [0, t*] every column's window has length (1 − b)·t*, column j
+starting at b·(1 − j/31)·t*. With the white prior, low-variance pixels need more noise than
+γ̃_noise to reach N(0, I): the schedule is slowed uniformly (t* < 1) until every pixel ends
+at σ²(1) ≥ sigmoid(5) (the end points of docs/maths.md §3). b → 0: all pixels share one SNR
+(diffusion-like; with the white prior not exactly standard diffusion, since pixel variances
+differ); b → 1: autoregression.
 
 Commands (`python -m experiments.sweep configs/pcam_columns.py` launches both b):
     python -m gudjax.main --config=configs/pcam_columns.py:b=0.3 \\
@@ -36,7 +38,9 @@ images continue the tissue texture to the right.
 
 import ml_collections
 
-from gudjax.config_base import arg_float, base_config, cifar_defaults, parse_arg
+from gudjax.config_base import arg_float, base_config, import_sibling, parse_arg
+
+common = import_sibling(__file__, "common")
 
 ARGS = {"runlocal": ("",), "b": ("0.3", "0.5")}
 
@@ -48,7 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if not 0.0 <= b < 1.0:
         raise ValueError(f"config argument b={b} must lie in [0, 1) (0.3 and 0.5 in the paper)")
     c = base_config()
-    cifar_defaults(c, dataset="patch_camelyon", runlocal=runlocal)
+    common.cifar_defaults(c, dataset="patch_camelyon", runlocal=runlocal)
     c.basis = ml_collections.ConfigDict(dict(name="pixel", whiten=False))
     c.schedule = ml_collections.ConfigDict(dict(name="column", b=b, clip=True))
     c.family = ml_collections.ConfigDict()  # one network per b
