@@ -1,7 +1,7 @@
 """GUD §5.1 on CIFAR-10 in the Fourier basis: one network over a two-parameter schedule
 family, softness a × ordering r (the grid of Fig. 5), white prior.
 
-Schedule (`soft_mixed`, SPEC §3 and §9): linear soft conditioning with effective labels
+Schedule (`soft_mixed`, docs/maths.md §3 and §9): linear soft conditioning with effective labels
     e_i = a · l_i(r),   l_i(r) = (1 − r)·(−log λ_i) + r·c·log(1 + |k_i|),
     γ̃_i(t) = γ̃_den + (e_i − e_max) + t·(W + E),   unclipped,
 where λ_i = Var(c_i) is the variance of Fourier component i on the training set, |k_i| its
@@ -9,7 +9,7 @@ spatial frequency (basis labels "variance" and "log_frequency"), and
 c = span(−log λ)/span(log(1 + |k|)) is fixed when the schedule is built, so that both
 orderings span the same range of labels.
 
-What r means in our implementation (the paper does not define it; SPEC §9): a linear
+What r means in our implementation (the paper does not define it; docs/maths.md §9): a linear
 schedule depends only on the product a·l, so r cannot be a second scale; it changes the
 SHAPE of the ordering at a fixed label range. r = 0 orders components by variance
 (−log λ: high-variance components are generated first), r = 1 purely by frequency
@@ -36,12 +36,14 @@ step, 3.2e17 FLOP in all): roughly 1.5–3 h at 30–60 TFLOP/s sustained on one
 (an estimate, not measured), plus 15 NLL/FD evaluations for the grid.
 runlocal: 200 steps, 2.5–4 min end to end on 2 shared CPU cores (experiments/README.md).
 Expected result (paper, Fig. 5): sample quality over the (a, r) grid; near-standard
-settings are about the best. SPEC §9 gives no single number.
+settings are about the best. docs/maths.md §9 gives no single number.
 """
 
 import ml_collections
 
-from gudjax.config_base import base_config, cifar_defaults, parse_arg
+from gudjax.config_base import base_config, import_sibling, parse_arg
+
+common = import_sibling(__file__, "common")
 
 ARGS = {"runlocal": ("",)}
 
@@ -53,11 +55,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_arg(arg, ARGS)
     runlocal = "runlocal" in args
     c = base_config()
-    cifar_defaults(c, dataset="cifar10", runlocal=runlocal)
+    common.cifar_defaults(c, dataset="cifar10", runlocal=runlocal)
     c.basis = ml_collections.ConfigDict(dict(name="fourier", whiten=False))
     c.schedule = ml_collections.ConfigDict(
         dict(
-            name="soft_mixed", labels="variance", mix_labels="log_frequency", a=1.0, r=0.0, clip=False
+            name="soft_mixed",
+            labels="variance",
+            mix_labels="log_frequency",
+            a=1.0,
+            r=0.0,
+            clip=False,
         )
     )
     c.family = ml_collections.ConfigDict(dict(a=(0.4, 1.6), r=(0.0, 1.0)))

@@ -2,7 +2,7 @@
 two-parameter family, level softness a × column offset b, trained as ONE network for 300k
 steps; the (a, b) heat map of NLL comes from that network (config.eval.sweep).
 
-Schedule (`haar_column`, SPEC §3): e_i = a·level_i + c(b)·colpos_i, clipped to
+Schedule (`haar_column`, docs/maths.md §3): e_i = a·level_i + c(b)·colpos_i, clipped to
 [γ̃_den, γ̃_noise], with level 0 = coarsest LL … 3 = finest details (finer levels are
 noised earlier, generated later), colpos ∈ [0, 1] the normalised column of the coefficient
 inside its sub-band (left first) and c(b) = b·W/(1 − b). At a = 0 it is exactly the column
@@ -28,7 +28,9 @@ Expected result (paper): best NLL 3.17 bits/dim over the (a, b) grid.
 
 import ml_collections
 
-from gudjax.config_base import base_config, cifar_defaults, parse_arg
+from gudjax.config_base import base_config, import_sibling, parse_arg
+
+common = import_sibling(__file__, "common")
 
 ARGS = {"runlocal": ("",)}
 
@@ -37,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_arg(arg, ARGS)
     runlocal = "runlocal" in args
     c = base_config()
-    cifar_defaults(c, dataset="cifar10", runlocal=runlocal)
+    common.cifar_defaults(c, dataset="cifar10", runlocal=runlocal)
     c.basis = ml_collections.ConfigDict(dict(name="haar", whiten=True, levels=3))
     c.schedule = ml_collections.ConfigDict(dict(name="haar_column", a=0.5, b=0.3, clip=True))
     c.family = ml_collections.ConfigDict(dict(a=(0.0, 2.0), b=(0.0, 0.6)))

@@ -2,7 +2,7 @@
 l_i = −log λ_i (λ_i the PCA eigenvalues, index 0 = largest), one network per prior trained
 over the whole softness family a ∈ [0.4, 1.6] (a drawn per example).
 
-Schedule (SPEC §3): γ̃_i(t) = γ̃_den + (e_i − e_max) + t·(W + E), e_i = a·l_i, unclipped.
+Schedule (docs/maths.md §3): γ̃_i(t) = γ̃_den + (e_i − e_max) + t·(W + E), e_i = a·l_i, unclipped.
   whiten=0 (white prior): a = 1 makes all γ_i equal: exactly standard diffusion;
            a < 1 / a > 1 noise high-variance components later / earlier than that.
   whiten=1 (variance-matched prior, N(0, data covariance)): a = 0 would be standard
@@ -26,13 +26,15 @@ Expected cost, per network: 300k steps at batch 128 of the default U-Net (10.4M 
 accelerator (an estimate, not measured); fitting PCA needs the 3072×3072 covariance (seconds).
 runlocal: 200 steps, 2.5–4 min end to end on 2 shared CPU cores (experiments/README.md).
 Expected result (paper, Fig. 3): NLL and FID vs a for both priors, with a = 1 unwhitened =
-standard diffusion as the reference; SPEC §9 gives no single number. FD here is in the
+standard diffusion as the reference; docs/maths.md §9 gives no single number. FD here is in the
 features of a gudjax-trained classifier ("FD-cifar10-classifier"), not FID.
 """
 
 import ml_collections
 
-from gudjax.config_base import arg_bool, base_config, cifar_defaults, parse_arg
+from gudjax.config_base import arg_bool, base_config, import_sibling, parse_arg
+
+common = import_sibling(__file__, "common")
 
 ARGS = {"runlocal": ("",), "whiten": ("0", "1")}
 
@@ -41,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_arg(arg, ARGS)
     runlocal = "runlocal" in args
     c = base_config()
-    cifar_defaults(c, dataset="cifar10", runlocal=runlocal)
+    common.cifar_defaults(c, dataset="cifar10", runlocal=runlocal)
     c.basis = ml_collections.ConfigDict(dict(name="pca", whiten=arg_bool(args, "whiten")))
     c.schedule = ml_collections.ConfigDict(dict(name="soft", labels="variance", a=1.0, clip=False))
     c.family = ml_collections.ConfigDict(dict(a=(0.4, 1.6)))

@@ -1,5 +1,5 @@
 """Standard diffusion baseline on CIFAR-10: pixel basis, white prior, and one scalar VDM
-schedule γ(t) = −13.3 + 18.3·t shared by all 3072 components (SPEC §3 "scalar linear").
+schedule γ(t) = −13.3 + 18.3·t shared by all 3072 components (docs/maths.md §3 "scalar linear").
 
 Every other paper config is compared with this process: in any orthonormal basis with the
 white prior, equal γ_i(t) for all i is the same diffusion (the a = 1 unwhitened PCA point of
@@ -21,12 +21,14 @@ step, 3.2e17 FLOP in all): roughly 1.5–3 h at 30–60 TFLOP/s sustained on one
 (an estimate, not measured).
 runlocal: 200 steps, 2.5–4 min end to end on 2 shared CPU cores (experiments/README.md).
 Expected result: the paper reports standard diffusion only as reference points of its
-figures (Fig. 3 a = 1 unwhitened, Fig. 5 marked points); SPEC §9 lists no separate number.
+figures (Fig. 3 a = 1 unwhitened, Fig. 5 marked points); docs/maths.md §9 lists no separate number.
 """
 
 import ml_collections
 
-from gudjax.config_base import base_config, cifar_defaults, parse_arg
+from gudjax.config_base import base_config, import_sibling, parse_arg
+
+common = import_sibling(__file__, "common")
 
 ARGS = {"runlocal": ("",)}
 
@@ -34,7 +36,7 @@ ARGS = {"runlocal": ("",)}
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_arg(arg, ARGS)
     c = base_config()
-    cifar_defaults(c, dataset="cifar10", runlocal="runlocal" in args)
+    common.cifar_defaults(c, dataset="cifar10", runlocal="runlocal" in args)
     c.basis = ml_collections.ConfigDict(dict(name="pixel", whiten=False))
     c.schedule = ml_collections.ConfigDict(dict(name="scalar_linear"))
     c.family = ml_collections.ConfigDict()

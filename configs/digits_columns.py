@@ -26,7 +26,9 @@ for the measured FD and NLL).
 
 import ml_collections
 
-from gudjax.config_base import arg_bool, arg_float, base_config, digits_defaults, parse_arg
+from gudjax.config_base import arg_bool, arg_float, base_config, import_sibling, parse_arg
+
+common = import_sibling(__file__, "common")
 
 ARGS = {"runlocal": ("",), "b": ("0", "0.3", "0.5"), "family": ("0", "1")}
 
@@ -37,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if not 0.0 <= b < 1.0:
         raise ValueError(f"config argument b={b} must lie in [0, 1)")
     c = base_config()
-    digits_defaults(c, runlocal="runlocal" in args)
+    common.digits_defaults(c, runlocal="runlocal" in args)
     c.basis = ml_collections.ConfigDict(dict(name="pixel", whiten=False))
     c.schedule = ml_collections.ConfigDict(dict(name="column", b=b, clip=True))
     c.family = ml_collections.ConfigDict(

@@ -21,7 +21,9 @@ a = 0 is standard diffusion with the variance-matched prior.
 
 import ml_collections
 
-from gudjax.config_base import base_config, digits_defaults, parse_arg
+from gudjax.config_base import base_config, import_sibling, parse_arg
+
+common = import_sibling(__file__, "common")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -33,5 +35,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.family = ml_collections.ConfigDict(dict(a=(0.0, 2.0)))
     c.sample.a = ml_collections.config_dict.placeholder(float)
 
-    digits_defaults(c, runlocal="runlocal" in args)
+    common.digits_defaults(c, runlocal="runlocal" in args)
     return c

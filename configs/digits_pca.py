@@ -12,13 +12,15 @@ Expected cost: ~8–10 min on 2 CPU cores (full), ~1 min (runlocal).
 
 import ml_collections
 
-from gudjax.config_base import base_config, digits_defaults, parse_arg
+from gudjax.config_base import base_config, import_sibling, parse_arg
+
+common = import_sibling(__file__, "common")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_arg(arg)
     c = base_config()
-    digits_defaults(c, runlocal="runlocal" in args)
+    common.digits_defaults(c, runlocal="runlocal" in args)
     whiten = args.get("whiten", "0") not in ("0", "", "false", "False")
     c.basis = ml_collections.ConfigDict(dict(name="pca", whiten=whiten))
     c.schedule = ml_collections.ConfigDict(dict(name="soft", labels="variance", a=1.0, clip=False))

@@ -25,14 +25,88 @@ Each keyword is either
     ``--config.optim.lr=0.0001 --config.seed=1``.
 The sweep launcher builds the config of every point and checks every field exists (and
 takes the value's type) before it launches anything. A config without `sweep` is one run.
+
+Presets (data, network and training sizes shared by several experiments: digits, CIFAR-10 /
+PCAM) live in configs/common.py, next to the configs that use them; a config file loads it
+with `import_sibling(__file__, "common")`, which works from any working directory. This
+module keeps only generic defaults and imports nothing but ml_collections, so loading a
+config file never imports TFDS, grain or Flax.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
+import types
+
 import ml_collections
 
-from gudjax.input_pipeline import default_data_config
-from gudjax.models import default_model_config, digits_model_config
+
+def default_data_config() -> ml_collections.ConfigDict:
+    """The `config.data` block (`gudjax.input_pipeline`): digits at its native 8×8×1, no flips,
+    default data_dir."""
+    return ml_collections.ConfigDict(
+        {
+            "name": "digits",
+            "data_dir": ml_collections.config_dict.placeholder(str),
+            "image_size": 8,
+            "channels": 1,
+            "random_flip": False,
+            # None: keep the train split in memory if <= input_pipeline.CACHE_AUTO_BYTES;
+            # True / False.
+            "cache": ml_collections.config_dict.placeholder(bool),
+            # Training batches read ahead on a background thread (0: read in the loop).
+            "prefetch": 2,
+        }
+    )
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+    """The `config.model` block (`gudjax.models`): a DDPM++-like U-Net for 32×32 images
+    (resolutions 32, 16, 8, 4), γ-token conditioning.
+
+    Fields:
+      name: registry key ("unet").
+      ch: base channels; level l has ch * ch_mult[l] channels.
+      ch_mult: channel multipliers, one per resolution level; the image size must be
+        divisible by 2**(len(ch_mult) - 1) (28×28: use 3 levels → 28, 14, 7).
+      num_res_blocks: ResBlocks per level on the way down (one more on the way up).
+      attn_resolutions: feature-map heights with self-attention (the middle block always has it).
+      cross_attn_resolutions: heights with cross-attention to the γ-tokens ("gamma" mode;
+        the middle block always has it in that mode).
+      dropout: dropout rate inside the ResBlocks (train=True only).
+      conditioning: "gamma" (tokens of per-group γ̃ stats) or "t" (time only, baseline).
+      gamma_map_channel: also feed γ̃ in image layout as extra input channels.
+      token_dim: width of the γ-tokens.
+      num_heads: attention heads (gcd(channels, num_heads) where num_heads does not divide).
+      num_fourier: Fourier frequencies per γ̃ statistic in the token features.
+      gamma_input_scale: γ̃ is multiplied by this before it enters the network
+        (γ̃ ∈ [-8, 4] → about [-1, 0.5]).
+      emb_mult: the global embedding has emb_mult * ch features.
+      max_norm_groups: GroupNorm uses the largest divisor of the channels that is
+        <= max_norm_groups and leaves >= 4 channels per group.
+      scale_shift_norm: the global embedding modulates each ResBlock as a FiLM scale and
+        shift after its second GroupNorm (True) or is added before it (False, DDPM++).
+    """
+    c = ml_collections.ConfigDict()
+    c.name = "unet"
+    c.ch = 64
+    c.ch_mult = (1, 2, 2, 2)
+    c.num_res_blocks = 2
+    c.attn_resolutions = (8,)
+    c.cross_attn_resolutions = (8, 4)
+    c.dropout = 0.1
+    c.conditioning = "gamma"
+    c.gamma_map_channel = False
+    c.token_dim = 128
+    c.num_heads = 4
+    c.num_fourier = 8
+    c.gamma_input_scale = 0.125
+    c.emb_mult = 4
+    c.max_norm_groups = 32
+    c.scale_shift_norm = True
+    return c
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -43,10 +117,10 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.data = default_data_config()
 
-    # Basis and prior (SPEC §1). Extra fields are basis options (e.g. haar levels).
+    # Basis and prior (docs/maths.md §1). Extra fields are basis options (e.g. haar levels).
     c.basis = ml_collections.ConfigDict(dict(name="pixel", whiten=False))
 
-    # Schedule (SPEC §3): fields are make_schedule() keyword arguments.
+    # Schedule (docs/maths.md §3): fields are make_schedule() keyword arguments.
     c.schedule = ml_collections.ConfigDict(dict(name="scalar_linear"))
     # Family ranges for training: {param: (low, high)} drawn per example; empty = fixed.
     c.family = ml_collections.ConfigDict()
@@ -120,110 +194,6 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def digits_defaults(c: ml_collections.ConfigDict, *, runlocal: bool = False) -> None:
-    """Data, network and training sizes for the 8×8 digits runs (`make demo`, tests)."""
-    c.batch_size = 64
-    c.data.name = "digits"
-    c.data.image_size = 8
-    c.data.channels = 1
-    c.model = digits_model_config()  # 0.84M parameters, ~6 steps/s at batch 64 on one core
-
-    c.optim.lr = 1e-3
-    c.optim.warmup_steps = 200
-    c.optim.decay = "cosine"
-    c.optim.ema_decay = 0.999
-    c.train.num_steps = 3000
-    c.train.log_every = 50
-    c.train.checkpoint_every = 1000
-    c.sample.steps = 200
-    c.sample.num = 64
-    e = c.eval
-    e.num_images = None  # the whole test split: 364 images
-    e.batch_size = 128
-    e.fd_num_samples = None  # as many as test images (364)
-    e.fd_num_reference = None
-    e.classifier_steps = 1500
-
-    if runlocal:
-        c.train.num_steps = 300
-        c.train.checkpoint_every = 150
-        c.optim.warmup_steps = 50
-        c.optim.ema_decay = 0.99
-        c.sample.steps = 50
-        c.sample.num = 16
-        e.num_images = 64
-        e.fd_num_samples = 128
-        e.classifier_steps = 500
-
-
-def cifar_defaults(
-    c: ml_collections.ConfigDict, *, dataset: str = "cifar10", runlocal: bool = False
-) -> None:
-    """Data, network and training sizes of the paper's 32×32×3 runs (CIFAR-10, PCAM).
-
-    Full size: `dataset` at 32×32 (patch_camelyon: 96×96 area-averaged 3×3), random
-    horizontal flips, the default U-Net (`default_model_config`), batch 128, AdamW at
-    2e-4 with 5k warm-up steps, EMA 0.9999, 300k steps, NLL on the whole test split.
-
-    runlocal: the OFFLINE STAND-IN `photo_patches` (32×32×3 tiles of scikit-image's
-    photos, `gudjax.datasets.photo_patches`; CIFAR-10 and PCAM cannot be downloaded here),
-    a small U-Net (0.32M parameters: ch 16, resolutions 32, 16, 8), batch 32, 200 steps
-    (12 GFLOP per step): about 80 s of training at ~2.5 steps/s on 2 CPU cores, a few
-    minutes end to end (measured: experiments/README.md). Its numbers say nothing about
-    CIFAR-10 or PCAM.
-    """
-    c.batch_size = 128
-    c.data.name = dataset
-    c.data.image_size = 32
-    c.data.channels = 3
-    c.data.random_flip = True
-    c.model = default_model_config()
-
-    c.optim.lr = 2e-4
-    c.optim.warmup_steps = 5000
-    c.optim.decay = "constant"
-    c.optim.ema_decay = 0.9999
-    c.train.num_steps = 300_000
-    c.train.log_every = 100
-    c.train.checkpoint_every = 10_000
-    c.train.keep_checkpoints = 3
-    c.sample.steps = 250
-    c.sample.num = 64
-    e = c.eval
-    e.num_images = None  # the whole test split (the paper's NLL)
-    e.batch_size = 128
-    e.fd_num_samples = 10_000
-    e.fd_num_reference = 10_000
-    e.classifier_steps = 5000
-
-    if runlocal:
-        c.batch_size = 32
-        c.data.name = "photo_patches"
-        m = c.model
-        m.ch = 16
-        m.ch_mult = (1, 2, 2)
-        m.num_res_blocks = 1
-        m.attn_resolutions = (8,)
-        m.cross_attn_resolutions = (8,)
-        m.token_dim = 32
-        m.dropout = 0.0
-        c.optim.lr = 1e-3
-        c.optim.warmup_steps = 20
-        c.optim.decay = "cosine"
-        c.optim.ema_decay = 0.99
-        c.train.num_steps = 200
-        c.train.log_every = 20
-        c.train.checkpoint_every = 100
-        c.sample.steps = 50
-        c.sample.num = 16
-        e.num_images = 64
-        e.batch_size = 64
-        e.fd_num_samples = 128
-        e.fd_num_reference = None  # the whole stand-in test split (685)
-        e.classifier_steps = 300
-        e.classifier_train_examples = None
-
-
 def parse_arg(arg: str | None, allowed: dict | None = None) -> dict[str, str]:
     """'runlocal,whiten=1' → {'runlocal': '', 'whiten': '1'}.
 
@@ -269,11 +239,25 @@ def arg_float(args: dict[str, str], name: str, default: float) -> float:
         raise ValueError(f"config argument {name}={value!r} is not a number") from None
 
 
+def import_sibling(config_file: str, name: str) -> types.ModuleType:
+    """The module `<name>.py` in the directory of `config_file` (e.g. configs/common.py),
+    loaded by its path: config files are loaded by path too, so `configs` need not be an
+    importable package (a run started from another directory)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name + ".py")
+    key = f"gudjax_config_{name}_{abs(hash(path)):x}"
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, path)
+    if spec is None or not os.path.exists(path):
+        raise ValueError(f"{config_file} needs {path}, which does not exist")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[key] = module
+    return module
+
+
 def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
     """Load `get_config(arg)` from a config file path (as --config=path[:arg] does)."""
-    import importlib.util
-    import os
-
     if not os.path.exists(path):
         raise ValueError(f"config file {path} does not exist")
     name = "gudjax_config_" + os.path.splitext(os.path.basename(path))[0]

@@ -60,9 +60,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grain
-import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
+
+from gudjax.config_base import default_data_config
 
 __all__ = [
     "DATASETS",
@@ -124,23 +125,6 @@ _GUDJAX_DATA_DIR = "GUDJAX_DATA_DIR"
 # config.data.cache is None): digits (0.1 MB) and cifar10 (150 MB) are cached,
 # patch_camelyon at 32×32 (805 MB) is streamed from disk.
 CACHE_AUTO_BYTES = 256 * 2**20
-
-
-def default_data_config() -> ml_collections.ConfigDict:
-    """The `config.data` block: digits at its native 8×8×1, no flips, default data_dir."""
-    return ml_collections.ConfigDict(
-        {
-            "name": "digits",
-            "data_dir": ml_collections.config_dict.placeholder(str),
-            "image_size": 8,
-            "channels": 1,
-            "random_flip": False,
-            # None: keep the train split in memory if <= CACHE_AUTO_BYTES; True / False.
-            "cache": ml_collections.config_dict.placeholder(bool),
-            # Training batches read ahead on a background thread (0: read in the loop).
-            "prefetch": 2,
-        }
-    )
 
 
 # ----------------------------------------------------------------------------------------

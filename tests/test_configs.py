@@ -2,6 +2,8 @@
 
 import glob
 import os
+import subprocess
+import sys
 
 import pytest
 from absl import flags
@@ -12,7 +14,11 @@ from gudjax.config_base import load_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
-CONFIGS = [c for c in CONFIGS if not os.path.basename(c).startswith("_")]
+CONFIGS = [  # configs/common.py holds the shared presets, not a config
+    c
+    for c in CONFIGS
+    if not os.path.basename(c).startswith("_") and os.path.basename(c) != "common.py"
+]
 
 
 def test_there_are_configs():
@@ -54,3 +60,22 @@ def test_command_line_overrides_apply(monkeypatch):
 def test_missing_config_file_is_one_line_error():
     with pytest.raises(ValueError, match="does not exist"):
         load_config_file("configs/nope.py")
+
+
+def test_loading_a_config_imports_neither_tfds_grain_nor_flax():
+    """A config file is plain data: loading one (from another working directory, so the
+    presets in configs/common.py are found by path) pulls in no data or network library."""
+    code = (
+        "import sys\n"
+        "from gudjax.config_base import load_config_file\n"
+        f"c = load_config_file({os.path.join(ROOT, 'configs', 'digits_haar.py')!r}, 'runlocal')\n"
+        "assert c.data.name == 'digits' and c.model.ch == 32, c\n"
+        "heavy = [m for m in ('tensorflow_datasets', 'grain', 'flax') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=os.path.dirname(ROOT), env=env, capture_output=True,
+        text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]

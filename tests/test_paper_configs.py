@@ -1,4 +1,4 @@
-"""The paper's experiment configs (SPEC §9): every config × argument combination builds and
+"""The paper's experiment configs (docs/maths.md §9): every config × argument combination builds and
 passes the checks training and evaluation make; the offline stand-in data set builds."""
 
 import itertools

@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(
     os.path.relpath(p, ROOT)
     for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
-    if not os.path.basename(p).startswith("_")
+    if not os.path.basename(p).startswith("_") and os.path.basename(p) != "common.py"
 )
 PAPER = ["cifar10_pixel", "cifar10_pca", "cifar10_fourier", "pcam_columns", "cifar10_haar_columns"]
 

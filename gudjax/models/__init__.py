@@ -1,4 +1,4 @@
-"""Score networks behind a functional interface (SPEC §5).
+"""Score networks behind a functional interface (docs/maths.md §5).
 
     graphdef, params = create_model(config.model, image_shape=(H, W, C), num_groups=G, rng=key)
     eps_hat = apply_model(graphdef, params, x, gamma_groups=..., train=True, rng=dropout_key)
@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from gudjax.config_base import default_model_config
 from gudjax.models.unet import CONDITIONINGS, UNet
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
     "count_params",
     "create_model",
     "default_model_config",
-    "digits_model_config",
     "register_model",
     "registered_models",
 ]
@@ -51,69 +51,6 @@ def registered_models() -> tuple[str, ...]:
 
 
 register_model("unet", UNet)
-
-
-def default_model_config() -> ml_collections.ConfigDict:
-    """A DDPM++-like U-Net for 32×32 images (resolutions 32, 16, 8, 4), γ-token conditioning.
-
-    Fields:
-      name: registry key ("unet").
-      ch: base channels; level l has ch * ch_mult[l] channels.
-      ch_mult: channel multipliers, one per resolution level; the image size must be
-        divisible by 2**(len(ch_mult) - 1) (28×28: use 3 levels → 28, 14, 7).
-      num_res_blocks: ResBlocks per level on the way down (one more on the way up).
-      attn_resolutions: feature-map heights with self-attention (the middle block always has it).
-      cross_attn_resolutions: heights with cross-attention to the γ-tokens ("gamma" mode;
-        the middle block always has it in that mode).
-      dropout: dropout rate inside the ResBlocks (train=True only).
-      conditioning: "gamma" (tokens of per-group γ̃ stats) or "t" (time only, baseline).
-      gamma_map_channel: also feed γ̃ in image layout as extra input channels.
-      token_dim: width of the γ-tokens.
-      num_heads: attention heads (gcd(channels, num_heads) where num_heads does not divide).
-      num_fourier: Fourier frequencies per γ̃ statistic in the token features.
-      gamma_input_scale: γ̃ is multiplied by this before it enters the network
-        (γ̃ ∈ [-8, 4] → about [-1, 0.5]).
-      emb_mult: the global embedding has emb_mult * ch features.
-      max_norm_groups: GroupNorm uses the largest divisor of the channels that is
-        <= max_norm_groups and leaves >= 4 channels per group.
-      scale_shift_norm: the global embedding modulates each ResBlock as a FiLM scale and
-        shift after its second GroupNorm (True) or is added before it (False, DDPM++).
-    """
-    c = ml_collections.ConfigDict()
-    c.name = "unet"
-    c.ch = 64
-    c.ch_mult = (1, 2, 2, 2)
-    c.num_res_blocks = 2
-    c.attn_resolutions = (8,)
-    c.cross_attn_resolutions = (8, 4)
-    c.dropout = 0.1
-    c.conditioning = "gamma"
-    c.gamma_map_channel = False
-    c.token_dim = 128
-    c.num_heads = 4
-    c.num_fourier = 8
-    c.gamma_input_scale = 0.125
-    c.emb_mult = 4
-    c.max_norm_groups = 32
-    c.scale_shift_norm = True
-    return c
-
-
-def digits_model_config() -> ml_collections.ConfigDict:
-    """A small net for 8×8×1 digits on a CPU (resolutions 8, 4; attention at 4×4).
-
-    0.84M params (G = 8 groups); a jitted Adam train step at batch 64 took 0.17 s of CPU
-    time pinned to one core (about 6 steps/s), compile about 15 s; "t" conditioning 0.14 s.
-    """
-    c = default_model_config()
-    c.ch = 32
-    c.ch_mult = (1, 2)
-    c.num_res_blocks = 1
-    c.attn_resolutions = (4,)
-    c.cross_attn_resolutions = (4,)
-    c.token_dim = 64
-    c.dropout = 0.1
-    return c
 
 
 def _build(model_config, image_shape, num_groups, rng) -> nnx.Module:
