@@ -1,4 +1,4 @@
-"""The forward noising process and the ε-prediction objective (SPEC §2, §4).
+"""The forward noising process and the ε-prediction objective (docs/maths.md §2, §4).
 
 Per component, variance preserving:
     z_t = α_t ⊙ z_0 + σ_t ⊙ ε,   α² = sigmoid(−γ),  σ² = sigmoid(γ),  β = σ² · dγ/dt
@@ -62,10 +62,6 @@ def eps_to_score(eps: Array, sigma: Array) -> Array:
     return -eps / sigma
 
 
-def score_to_eps(score: Array, sigma: Array) -> Array:
-    return -score * sigma
-
-
 def stratified_times(rng: Array, n: int) -> Array:
     """n low-discrepancy times in [0, 1): frac(u + i/n) for one uniform u, i = 0..n−1
     (exactly one time in every stratum [k/n, (k+1)/n))."""
@@ -90,7 +86,10 @@ def batch_noise_state(schedule, t: Array, params: Mapping | None = None) -> Nois
 
 
 def eps_loss(
-    eps_hat: Array, eps: Array, state: NoiseState, t_derivative: Array | None = None,
+    eps_hat: Array,
+    eps: Array,
+    state: NoiseState,
+    t_derivative: Array | None = None,
     weighting: str = "unweighted",
 ) -> Array:
     """Per-example loss, (B,): mean over components of w_i(t)·(ε̂_i − ε_i)².
@@ -106,6 +105,47 @@ def eps_loss(
     raise ValueError(f"unknown loss weighting '{weighting}'; allowed: {', '.join(WEIGHTINGS)}")
 
 
+def loss_given_noise(
+    eps_fn: Callable[[Array, NoiseState, Array], Array],
+    schedule,
+    z0: Array,
+    t: Array,
+    eps: Array,
+    *,
+    params: Mapping | None = None,
+    weighting: str = "unweighted",
+    to_output: Callable[[Array], Array] | None = None,
+) -> Array:
+    """Per-example ε-prediction loss, (B,), for given times t (B,) and noise ε (B, D).
+
+        z_t = α_t ⊙ z0 + σ_t ⊙ ε,   ε̂ = eps_fn(z_t, state, t),
+        loss_b = mean_i w_i(t_b)·(ε̂_i − ε_i)²   ("unweighted": w = 1; "elbo": w = ½ dγ/dt).
+
+    `params` are per-example family parameters {name: (B,)} (None: the schedule's defaults).
+    `to_output`: an orthonormal map of the component vector (e.g. `basis.to_image`) in
+    whose space `eps_fn` returns ε̂; the target is then `to_output(ε)` (no gradient) and the
+    loss is the mean over that output's entries. With U orthonormal this equals the
+    component-space loss and saves mapping the network output back (docs/maths.md §4).
+    Only the unweighted loss can be taken there (the ELBO weights are per component).
+    The randomness comes in from the caller: `diffusion_loss` draws it for a batch, the
+    training step draws it with the global batch shape.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown loss weighting '{weighting}'; allowed: {', '.join(WEIGHTINGS)}")
+    state = batch_noise_state(schedule, t, params)
+    z_t = forward_sample(z0, state, eps)
+    eps_hat = eps_fn(z_t, state, t)
+    if to_output is None:
+        return eps_loss(eps_hat, eps, state, weighting=weighting)
+    if weighting != "unweighted":
+        raise ValueError(
+            f"loss weighting '{weighting}' weights each component; take it in component space "
+            "(to_output=None)"
+        )
+    target = jax.lax.stop_gradient(to_output(eps))
+    return jnp.mean(jnp.square(eps_hat - target), axis=tuple(range(1, eps_hat.ndim)))
+
+
 def diffusion_loss(
     eps_fn: Callable[[Array, NoiseState, Array], Array],
     schedule,
@@ -115,20 +155,16 @@ def diffusion_loss(
     params: Mapping | None = None,
     weighting: str = "unweighted",
 ) -> tuple[Array, dict]:
-    """ε-prediction loss for a batch z0 (B, D): stratified t, forward sample, per-example loss.
+    """ε-prediction loss for a batch z0 (B, D): stratified t, ε ~ N(0, I), `loss_given_noise`.
 
     `eps_fn(z_t, state, t) → ε̂` (B, D). Returns (per-example loss (B,), aux dict).
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown loss weighting '{weighting}'; allowed: {', '.join(WEIGHTINGS)}")
     rng_t, rng_eps = jax.random.split(rng)
-    b = z0.shape[0]
-    t = stratified_times(rng_t, b)
-    state = batch_noise_state(schedule, t, params)
+    t = stratified_times(rng_t, z0.shape[0])
     eps = jax.random.normal(rng_eps, z0.shape, z0.dtype)
-    z_t = forward_sample(z0, state, eps)
-    eps_hat = eps_fn(z_t, state, t)
-    loss = eps_loss(eps_hat, eps, state, weighting=weighting)
+    loss = loss_given_noise(eps_fn, schedule, z0, t, eps, params=params, weighting=weighting)
     return loss, {"t": t}
 
 
@@ -136,7 +172,7 @@ def group_gamma_stats(gamma_tilde: Array, groups: Array, num_groups: int) -> Arr
     """Per conditioning group g: (mean, min, max) of γ̃ over its components.
 
     gamma_tilde (B, D), groups (D,) int in [0, num_groups) → (B, G, 3). These are the
-    network's γ tokens (SPEC §5).
+    network's γ tokens (docs/maths.md §5).
     """
 
     def one(g):

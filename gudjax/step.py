@@ -2,9 +2,9 @@
 
 The step is written for ONE device holding a slice of the global batch; gradients and
 metrics are averaged with `lax.pmean` over the mesh axis "data". `train.py` maps it over
-all devices with `jax.shard_map` on a 1-D mesh (STYLE rule 4).
+all devices with `jax.shard_map` on a 1-D mesh.
 
-Randomness (STYLE rule 5): rng = fold_in(root, step). Times, family parameters and noise
+Randomness: rng = fold_in(root, step). Times, family parameters and noise
 are drawn with the GLOBAL batch shape and each device takes its own slice, so an 8-device
 step equals the same step on one device with the full batch, and every example gets
 different noise. Dropout masks are folded with the device index as well.
@@ -61,7 +61,7 @@ def init_train_state(params, tx) -> dict:
 
 # ------------------------------------------------------------------ network glue
 def conditioning(basis, schedule, state: process.NoiseState, t: Array) -> dict:
-    """Inputs of the network besides the image: γ tokens, γ map and t (SPEC §5)."""
+    """Inputs of the network besides the image: γ tokens, γ map and t (docs/maths.md §5)."""
     gamma_tilde = state.gamma - schedule.rho
     return {
         "gamma_groups": process.group_gamma_stats(gamma_tilde, basis.groups, basis.num_groups),
@@ -131,6 +131,8 @@ def loss_fn(
     global_batch,
     loss_space="image",
 ):
+    """This device's mean ε-loss (`process.loss_given_noise`, the loss the closed-form tests
+    check), with t, family parameters and ε drawn for the global batch (`draw_randomness`)."""
     k_draw, k_drop = jax.random.split(rng)
     t, fam, eps = draw_randomness(
         k_draw,
@@ -139,18 +141,35 @@ def loss_fn(
         dim=basis.dim,
         family_ranges=family_ranges,
     )
-    state = process.batch_noise_state(schedule, t, fam or None)
-    z0 = basis.encode(x)
-    z_t = process.forward_sample(z0, state, eps)
     k_drop = jax.random.fold_in(k_drop, lax.axis_index(AXIS))
     if weighting == "unweighted" and loss_space == "image":
-        cond = conditioning(basis, schedule, state, t)
-        eps_img = apply_model(graphdef, params, basis.to_image(z_t), train=True, rng=k_drop, **cond)
-        target = lax.stop_gradient(basis.to_image(eps))
-        return jnp.mean(jnp.square(eps_img - target))
-    eps_hat = network_eps(graphdef, params, basis, schedule, z_t, state, t, train=True, rng=k_drop)
-    loss = jnp.mean(process.eps_loss(eps_hat, eps, state, weighting=weighting))
-    return loss
+
+        def eps_fn(z_t, state, t):  # the network output as it comes, in image space
+            cond = conditioning(basis, schedule, state, t)
+            return apply_model(
+                graphdef, params, basis.to_image(z_t), train=True, rng=k_drop, **cond
+            )
+
+        to_output = basis.to_image
+    else:
+
+        def eps_fn(z_t, state, t):
+            return network_eps(
+                graphdef, params, basis, schedule, z_t, state, t, train=True, rng=k_drop
+            )
+
+        to_output = None
+    per_example = process.loss_given_noise(
+        eps_fn,
+        schedule,
+        basis.encode(x),
+        t,
+        eps,
+        params=fam or None,
+        weighting=weighting,
+        to_output=to_output,
+    )
+    return jnp.mean(per_example)
 
 
 def train_step(
@@ -212,7 +231,7 @@ def make_sharded_train_step(
 ):
     """jit(shard_map(train_step)): state/basis/schedule/rng replicated, batch split on 'data'.
 
-    The state argument is donated. Inputs must already be placed (see train.place_*).
+    The state argument is donated. Inputs must already be placed (`replicate`, `shard_batch`).
     `loss_space` ∈ LOSS_SPACES (same loss; "image" saves a basis transform and its transpose).
     """
     if loss_space not in LOSS_SPACES:

@@ -1,4 +1,5 @@
-"""Forward process and ε-prediction objective (SPEC §2, §4), checked against closed forms."""
+"""Forward process and ε-prediction objective (docs/maths.md §2, §4), checked against closed
+forms."""
 
 import functools
 
@@ -66,9 +67,9 @@ def test_eps_score_conversion_is_an_inverse_pair():
     sigma = jnp.asarray(rng.uniform(0.01, 1.0, size=D), jnp.float32)
     score = process.eps_to_score(eps, sigma)
     np.testing.assert_allclose(score, -eps / sigma, rtol=1e-6)
-    np.testing.assert_allclose(process.score_to_eps(score, sigma), eps, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(process.eps_to_score(process.score_to_eps(score, sigma), sigma),
-                               score, rtol=1e-5)
+    back = -score * sigma  # ε from the score
+    np.testing.assert_allclose(back, eps, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(process.eps_to_score(back, sigma), score, rtol=1e-5)
     # Gaussian check: for z_t ~ N(0, 1) (z0 ~ N(0, I)) the score −z equals −E[ε|z]/σ, E[ε|z] = σz
     z = eps
     np.testing.assert_allclose(process.eps_to_score(sigma * z, sigma), -z, rtol=1e-6)
@@ -160,6 +161,59 @@ def test_diffusion_loss_on_gaussian_data(kind):
     with pytest.raises(ValueError):
         process.diffusion_loss(lambda z, st, t: z, sched, z0, jax.random.key(1),
                                weighting="bogus")
+
+
+@functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+def given_noise_losses(sched, z0, t, eps, q, params):
+    """loss_given_noise in component space and through an orthonormal map q (as basis.to_image
+    in training), for the optimal predictor E[ε|z_t] = σ z_t and for ε̂ = 0."""
+    optimal = lambda z, st, t: st.sigma * z
+    to_out = lambda v: v @ q.T
+    loss = functools.partial(process.loss_given_noise, params=params)
+    return (
+        loss(optimal, sched, z0, t, eps),
+        loss(lambda z, st, t: to_out(st.sigma * z), sched, z0, t, eps, to_output=to_out),
+        loss(lambda z, st, t: jnp.zeros_like(z), sched, z0, t, eps, to_output=to_out),
+        loss(optimal, sched, z0, t, eps, weighting="elbo"),
+    )
+
+
+def test_loss_given_noise_closed_form_and_output_space():
+    """With ε and t given, the loss is a closed form: z_t = α z0 + σ ε and ε̂ = σ z_t give
+    ε̂ − ε = σα z0 − α² ε per component; the unweighted loss is its mean square, the ELBO
+    loss weights it by ½ dγ/dt. Through an orthonormal map the unweighted loss is the same;
+    ε̂ = 0 in the mapped space costs mean ε² (the map keeps norms)."""
+    b = 6
+    rng = np.random.default_rng(3)
+    sched = soft_schedule()
+    params = {"a": jnp.linspace(0.2, 1.8, b)}
+    z0 = jnp.asarray(rng.normal(size=(b, D)), jnp.float32)
+    eps = jnp.asarray(rng.normal(size=(b, D)), jnp.float32)
+    t = jnp.asarray(rng.uniform(0.05, 0.95, b), jnp.float32)
+    q = jnp.asarray(np.linalg.qr(rng.normal(size=(D, D)))[0], jnp.float32)
+    got, mapped, zero, elbo = (np.asarray(v, np.float64)
+                               for v in given_noise_losses(sched, z0, t, eps, q, params))
+    st = batch_noise_state(sched, t, params)
+    a, s = np.asarray(st.alpha, np.float64), np.asarray(st.sigma, np.float64)
+    diff = s * a * np.asarray(z0) - a**2 * np.asarray(eps)
+    np.testing.assert_allclose(got, (diff**2).mean(-1), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(mapped, got, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(zero, (np.asarray(eps, np.float64) ** 2).mean(-1), rtol=1e-5)
+    dgamma = np.asarray(st.beta, np.float64) / s**2
+    np.testing.assert_allclose(elbo, (0.5 * dgamma * diff**2).mean(-1), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="component space"):
+        process.loss_given_noise(lambda z, st, t: z, sched, z0, t, eps, params=params,
+                                 weighting="elbo", to_output=lambda v: v)
+    # diffusion_loss is this loss with its own draws of t and ε
+    rng_t, rng_eps = jax.random.split(jax.random.key(4))
+    t2 = process.stratified_times(rng_t, b)
+    eps2 = jax.random.normal(rng_eps, z0.shape, z0.dtype)
+    optimal = lambda z, st, t: st.sigma * z
+    drawn, aux = process.diffusion_loss(optimal, sched, z0, jax.random.key(4), params=params)
+    np.testing.assert_array_equal(aux["t"], t2)
+    np.testing.assert_allclose(
+        drawn, process.loss_given_noise(optimal, sched, z0, t2, eps2, params=params), rtol=1e-6
+    )
 
 
 def test_batch_noise_state_matches_per_example_state():
