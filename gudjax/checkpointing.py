@@ -1,6 +1,6 @@
 """Checkpoints of a run's state: the only module in gudjax that imports Orbax.
 
-A run's workdir is its identity (STYLE rule 6): starting a run in a workdir resumes it.
+A run's workdir is its identity: starting a run in a workdir resumes it.
 `Checkpointer` wraps an Orbax `CheckpointManager` whose every step directory holds two
 items,
 
@@ -32,7 +32,7 @@ in Orbax 0.12.8 (`CheckpointManager.save` / `_finalize`, `AsyncCheckpointer`):
      When no step is readable nothing is moved or deleted.
 Tests in tests/test_checkpointing.py pin 1 and 2 by making a save fail.
 
-RNG keys are never checkpointed (rule 5): a typed PRNG key leaf in `state` is refused.
+RNG keys are never checkpointed: a typed PRNG key leaf in `state` is refused.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -77,13 +78,41 @@ class _OrphanedReadErrorFilter(logging.Filter):
         return not (orphaned and exc is not None and "tensorstore_spec=" in str(exc))
 
 
-def _install_orphan_filter() -> None:
+def _late_read_callback_hook(default):
+    """sys.unraisablehook that drops 'RuntimeError: Event loop is closed' and passes the rest.
+
+    When one array of a damaged checkpoint fails to read, Orbax ends the restore and closes
+    its event loop while the reads of the other arrays are still in flight; as they finish,
+    their done-callbacks (TensorStore threads) call loop.call_soon_threadsafe on the closed
+    loop, and the error goes to sys.unraisablehook: up to one traceback per array, around
+    the one-line message. They are harmless (the restore already failed and was reported).
+    """
+
+    def hook(unraisable):
+        if (
+            unraisable.exc_type is RuntimeError
+            and unraisable.object is None
+            and str(unraisable.exc_value) == "Event loop is closed"
+        ):
+            return
+        default(unraisable)
+
+    hook.gudjax_late_read_filter = True
+    return hook
+
+
+def quiet_read_error_echoes() -> None:
+    """Silence the echoes of a failed checkpoint read, once per process (idempotent).
+
+    Installs `_OrphanedReadErrorFilter` on the "asyncio" logger and `_late_read_callback_hook`
+    as sys.unraisablehook. `Checkpointer.restore` / `restore_meta` call it before reading;
+    nothing is installed when this module is imported.
+    """
     asyncio_log = logging.getLogger("asyncio")
     if not any(isinstance(f, _OrphanedReadErrorFilter) for f in asyncio_log.filters):
         asyncio_log.addFilter(_OrphanedReadErrorFilter())
-
-
-_install_orphan_filter()
+    if not getattr(sys.unraisablehook, "gudjax_late_read_filter", False):
+        sys.unraisablehook = _late_read_callback_hook(sys.unraisablehook)
 
 
 class CheckpointError(ValueError):
@@ -335,6 +364,7 @@ class Checkpointer:
         Raises CheckpointError when no step is readable, when the readable step does not
         match `abstract_state`, or when it was written by a newer format.
         """
+        quiet_read_error_echoes()
         self.wait()
         self._manager.reload()
         steps = self.all_steps()
@@ -463,6 +493,7 @@ class Checkpointer:
         Returns None when the directory holds no checkpoint. The dict is returned as
         stored (its format_version is not checked here; `restore` checks it).
         """
+        quiet_read_error_echoes()
         self.wait()
         self._manager.reload()
         steps = self.all_steps()

@@ -78,29 +78,6 @@ def _parse_flags(argv: list[str]) -> list[str]:
     sys.exit(2)
 
 
-def _quiet_late_read_callbacks() -> None:
-    """Drop the 'RuntimeError: Event loop is closed' reports of late TensorStore callbacks.
-
-    When one array of a damaged checkpoint fails to read, Orbax ends the restore and closes
-    its event loop while the reads of the other arrays are still in flight; as they finish,
-    their done-callbacks (TensorStore threads) call loop.call_soon_threadsafe on the closed
-    loop, and the error goes to sys.unraisablehook: up to one traceback per array, around
-    the one-line message. They are harmless (the restore already failed and was reported).
-    """
-    default = sys.unraisablehook
-
-    def hook(unraisable):
-        if (
-            unraisable.exc_type is RuntimeError
-            and unraisable.object is None
-            and str(unraisable.exc_value) == "Event loop is closed"
-        ):
-            return
-        default(unraisable)
-
-    sys.unraisablehook = hook
-
-
 def _setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO,
@@ -115,7 +92,6 @@ def _setup_logging() -> None:
 def main(argv) -> int:
     del argv
     _setup_logging()
-    _quiet_late_read_callbacks()
     from gudjax import run
 
     if FLAGS.mode != "train" and (FLAGS.num_processes or 1) > 1:

@@ -1,4 +1,10 @@
-"""PNG output: sample grids, loss curves and γ_i(t) plots (matplotlib, Agg backend)."""
+"""PNG output: sample grids, loss curves and γ_i(t) plots.
+
+The plots are `matplotlib.figure.Figure` objects drawn by the Agg canvas that `savefig`
+picks for a .png: no pyplot, no global backend, nothing set when this module is imported.
+Figure scripts that want pyplot take it from `pyplot()` (or `from gudjax.plotting import
+plt`), which selects the Agg backend on first use.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,31 @@ import os
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from PIL import Image  # noqa: E402
+
+def pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend (selected on the first call)."""
+    import matplotlib
+
+    if matplotlib.get_backend().lower() != "agg":
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def __getattr__(name: str):
+    if name == "plt":  # `from gudjax.plotting import plt` in figure scripts
+        return pyplot()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _figure(**kw):
+    from matplotlib.figure import Figure
+
+    return Figure(**kw)
 
 
 def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 1) -> np.ndarray:
@@ -42,15 +67,37 @@ def save_image_grid(images, path: str, *, ncols: int | None = None, scale: int =
 
 
 def read_metrics(path: str) -> list[dict]:
+    """The rows of a metrics.jsonl file ([] when absent); a damaged line is a one-line error."""
     if not os.path.exists(path):
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    rows = []
+    try:
+        with open(path) as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    row = None
+                if not isinstance(row, dict):
+                    raise ValueError(
+                        f"{path} line {i} is not a JSON object; delete that line (or the file: "
+                        "it only holds the logged metrics) and run again"
+                    )
+                rows.append(row)
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or " ".join(str(e).split())
+        raise ValueError(
+            f"cannot read {path} ({reason}); delete it (it only holds the logged metrics)"
+        ) from None
+    return rows
 
 
 def plot_loss(metrics_path: str, out_path: str) -> str:
     rows = [r for r in read_metrics(metrics_path) if "loss" in r]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = _figure(figsize=(6, 4))
+    ax = fig.subplots()
     if rows:
         steps = np.array([r["step"] for r in rows])
         loss = np.array([r["loss"] for r in rows])
@@ -66,7 +113,6 @@ def plot_loss(metrics_path: str, out_path: str) -> str:
     ax.set_title("training loss")
     fig.tight_layout()
     fig.savefig(out_path, dpi=120)
-    plt.close(fig)
     return out_path
 
 
@@ -77,8 +123,11 @@ def plot_gamma(schedule, params, out_path: str, *, basis=None, max_lines: int = 
     g = np.asarray(jax.vmap(lambda s: schedule.gamma_tilde(s, params))(t))
     d = g.shape[1]
     idx = np.unique(np.linspace(0, d - 1, min(d, max_lines)).round().astype(int))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    cmap = plt.get_cmap("viridis")
+    import matplotlib
+
+    fig = _figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
+    cmap = matplotlib.colormaps["viridis"]
     for j, i in enumerate(idx):
         color = cmap(j / max(len(idx) - 1, 1))
         axes[0].plot(t, g[:, i], color=color, lw=0.8)
@@ -90,7 +139,6 @@ def plot_gamma(schedule, params, out_path: str, *, basis=None, max_lines: int = 
     fig.suptitle(title or f"schedule '{schedule.kind}' {_fmt(params)} (colour = component index)")
     fig.tight_layout()
     fig.savefig(out_path, dpi=120)
-    plt.close(fig)
     return out_path
 
 

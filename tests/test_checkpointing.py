@@ -338,12 +338,39 @@ def _orphan_task_failing_with(message: str) -> None:
     gc.collect()
 
 
-def test_orphaned_tensorstore_read_errors_log_no_traceback(caplog):
+def test_orphaned_tensorstore_read_errors_log_no_traceback(caplog, tmp_path):
     # A damaged step fails many reads at once; only the first is raised and reported by
     # restore(), the rest were logged by asyncio as full tracebacks when collected.
     caplog.set_level(logging.ERROR, logger="asyncio")
+    with Checkpointer(tmp_path / "ck") as ck:  # a restore installs the filter (not the import)
+        assert ck.restore({"x": jnp.zeros(2)}) is None
     _orphan_task_failing_with("NOT_FOUND: Error opening \"zarr\" driver [tensorstore_spec='{}']")
     assert not [r for r in caplog.records if r.name == "asyncio"]
     _orphan_task_failing_with("some other failure")  # anything else is still logged
     orphaned = [r for r in caplog.records if r.name == "asyncio"]
     assert len(orphaned) == 1 and "never retrieved" in orphaned[0].getMessage()
+
+
+def test_importing_gudjax_installs_nothing():
+    """No logger filter, unraisable hook or matplotlib backend is set by an import: the
+    Checkpointer installs its filters when it reads, the plots pick Agg when they draw."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, sys\n"
+        "import gudjax.checkpointing, gudjax.main, gudjax.plotting, gudjax.run\n"
+        "assert not logging.getLogger('asyncio').filters, logging.getLogger('asyncio').filters\n"
+        "assert sys.unraisablehook is sys.__unraisablehook__, sys.unraisablehook\n"
+        "assert 'matplotlib.pyplot' not in sys.modules\n"
+        "gudjax.checkpointing.quiet_read_error_echoes()\n"
+        "gudjax.checkpointing.quiet_read_error_echoes()  # idempotent\n"
+        "assert len(logging.getLogger('asyncio').filters) == 1\n"
+        "hook = sys.unraisablehook\n"
+        "assert hook is not sys.__unraisablehook__ and hook.gudjax_late_read_filter\n"
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    root = pathlib.Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]

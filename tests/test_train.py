@@ -182,6 +182,39 @@ def test_checkpoint_from_different_model_shape_is_one_line_error(data_dir, tmp_p
     assert "\n" not in msg and "fresh --workdir" in msg
 
 
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ('{\n  "seed": oops\n}\n', r"config\.json is not valid JSON \(line 2\)"),
+        ("[1, 2]", r"config\.json does not hold a config"),
+        (b"\xff\xfe\x00", r"cannot read .*config\.json"),
+    ],
+)
+def test_damaged_config_json_is_one_line_error(tmp_path, content, match):
+    path = tmp_path / "config.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    c = tiny_config(str(tmp_path / "data"))
+    with pytest.raises(train.TrainingError, match=match) as e:
+        experiment.check_config_change(c, str(tmp_path))
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg and "delete it" in msg
+
+
+def test_damaged_basis_npz_and_metrics_jsonl_are_one_line_errors(tmp_path):
+    from gudjax import plotting
+
+    basis_path = tmp_path / "basis.npz"
+    basis_path.write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(ValueError, match="delete it to refit") as e:
+        experiment.fit_or_load_basis(tiny_config(str(tmp_path / "data")), str(tmp_path))
+    assert "\n" not in str(e.value) and str(basis_path) in str(e.value)
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "lo')
+    with pytest.raises(ValueError, match=r"line 2 is not a JSON object; delete that line") as e:
+        plotting.plot_loss(str(metrics), str(tmp_path / "loss.png"))
+    assert "\n" not in str(e.value) and str(metrics) in str(e.value)
+
+
 def test_config_change_refused_unless_allowed(data_dir, tmp_path):
     wd = str(tmp_path / "r")
     train.train_and_evaluate(tiny_config(data_dir, **{"train.num_steps": 2}), wd)
