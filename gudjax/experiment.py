@@ -13,14 +13,12 @@ import os
 from typing import Any, NamedTuple
 
 import jax
-import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from gudjax import bases, input_pipeline, models, schedules, step
 from gudjax.checkpointing import Checkpointer
 from gudjax.distributed import TrainingError
 from gudjax.models import create_model
+from gudjax.runtime import make_mesh, replicated
 
 #: Config fields that may change between restarts of the same run (they do not change
 #: what is being trained).
@@ -50,21 +48,6 @@ class Run(NamedTuple):
     state: dict
     ckpt: Checkpointer
     root: jax.Array
-
-
-# ------------------------------------------------------------------ device placement
-def make_mesh() -> jax.sharding.Mesh:
-    return jax.make_mesh((jax.device_count(),), (step.AXIS,))
-
-
-def replicate(tree, mesh):
-    sharding = NamedSharding(mesh, P())
-    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
-
-
-def shard_batch(local_batch: np.ndarray, mesh) -> jax.Array:
-    """Place this process' slice of the global batch on the 'data' axis (multi-host safe)."""
-    return jax.make_array_from_process_local_data(NamedSharding(mesh, P(step.AXIS)), local_batch)
 
 
 # ------------------------------------------------------------------ config helpers
@@ -230,7 +213,7 @@ def build(config, workdir: str) -> Run:
 
 def restore_state(ckpt: Checkpointer, state: dict, mesh):
     """Restore the newest readable checkpoint into `state`'s structure (or return None)."""
-    sharding = NamedSharding(mesh, P())
+    sharding = replicated(mesh)
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state
     )

@@ -77,9 +77,9 @@ def shard_batch(local_batch: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:
 
 
 def on_first_device(tree):
-    """Host copy placed on the first device: replicated checkpoint arrays would make a jit
-    run once per device; the batched paths re-place it on their own mesh."""
-    return jax.device_put(jax.device_get(tree), jax.devices()[0])
+    """Host copy placed on this process' first device: replicated checkpoint arrays would
+    make a jit run once per device; the batched paths re-place it on their own mesh."""
+    return jax.device_put(jax.device_get(tree), jax.local_devices()[0])
 
 
 # ------------------------------------------------------------------ padding and chunks

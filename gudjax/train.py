@@ -22,24 +22,19 @@ import ml_collections
 import numpy as np
 
 import gudjax
-from gudjax import input_pipeline, plotting, schedules, step
+from gudjax import generation, input_pipeline, plotting, step
 from gudjax.distributed import TrainingError, maybe_initialize_distributed
-from gudjax.experiment import (
-    build,
-    check_config_change,
-    make_mesh,
-    replicate,
-    restore_state,
-    shard_batch,
-)
+from gudjax.experiment import build, check_config_change, restore_state
 from gudjax.models import count_params
+from gudjax.runtime import make_mesh, replicate, shard_batch
+from gudjax.score_model import network_model
+from gudjax.sweeps import family_member
 
 log = logging.getLogger("gudjax")
 
 __all__ = [
     "TrainingError",
     "family_member",
-    "generate",
     "make_mesh",
     "maybe_initialize_distributed",
     "replicate",
@@ -48,54 +43,6 @@ __all__ = [
     "train_and_evaluate",
     "write_samples",
 ]
-
-
-def family_member(config, overrides: dict | None = None) -> dict:
-    """The family parameters used for sampling/evaluation: config.schedule defaults
-    overridden by config.sample (e.g. --config.sample.a=1.2) and `overrides`."""
-    names = schedules.family_params(config.schedule.name)
-    out = {k: float(config.schedule[k]) for k in names if k in config.schedule}
-    sample_cfg = config.get("sample", ml_collections.ConfigDict())
-    for k in names:
-        if k in sample_cfg and sample_cfg[k] is not None:
-            out[k] = float(sample_cfg[k])
-    out.update(overrides or {})
-    return out
-
-
-# ------------------------------------------------------------------ generation
-def generate(
-    graphdef,
-    params,
-    basis,
-    schedule,
-    family_params: dict,
-    *,
-    num: int,
-    rng,
-    solver: str = "sde",
-    num_steps: int = 250,
-) -> np.ndarray:
-    """Images in [-1, 1], (num, H, W, C), from the reverse SDE or the Heun PF-ODE."""
-    from gudjax import sampling
-
-    fam = {k: jnp.asarray(v, jnp.float32) for k, v in family_params.items()} or None
-    if solver not in ("sde", "ode"):
-        raise ValueError(f"unknown config.sample.solver '{solver}'; allowed: sde, ode")
-
-    @jax.jit
-    def run(params, basis, schedule, fam, rng):
-        score_fn = step.make_score_fn(graphdef, params, basis, schedule, fam)
-        gamma_fn = lambda t: schedule.gamma(t, fam)
-        k1, k2 = jax.random.split(rng)
-        z1 = jax.random.normal(k1, (num, basis.dim))
-        if solver == "sde":
-            z0 = sampling.sde_sample(k2, score_fn, gamma_fn, z1, num_steps)
-        else:
-            z0 = sampling.ode_sample(score_fn, gamma_fn, z1, num_steps)
-        return jnp.clip(basis.decode(z0), -1.0, 1.0)
-
-    return np.asarray(run(params, basis, schedule, fam, rng))
 
 
 # ------------------------------------------------------------------ the loop
@@ -361,17 +308,17 @@ def _trim_metrics(path: str, start: int) -> None:
 
 
 def write_samples(config, graphdef, params, basis, schedule, path: str, seed_step: int) -> str:
+    """A grid of config.sample.num samples of the EMA `params` (`generation.generate`, one
+    batch over the local devices, rng = PRNGKey(seed_step))."""
     sample_cfg = config.get("sample", ml_collections.ConfigDict())
-    images = generate(
-        graphdef,
-        params,
-        basis,
-        schedule,
-        family_member(config),
-        num=int(sample_cfg.get("num", 64)),
+    num = int(sample_cfg.get("num", 64))
+    images = generation.generate(
+        network_model(graphdef, params, basis, schedule, family_member(config)),
+        num,
         rng=jax.random.PRNGKey(seed_step),
         solver=sample_cfg.get("solver", "sde"),
-        num_steps=int(sample_cfg.get("steps", 250)),
+        steps=int(sample_cfg.get("steps", 250)),
+        batch_size=num,
     )
     plotting.save_image_grid(images, path)
     return path
