@@ -105,9 +105,11 @@ def test_schedule_kinks_match_windows():
         "soft", dim=D, labels=np.arange(D, dtype=np.float32), a=2.0, clip=True
     )
     w = sched.windows()
-    np.testing.assert_allclose(schedule_kinks(sched), np.concatenate([w.start, w.settle]),
-                               atol=1e-6)
-    assert schedule_kinks(schedules.make_schedule("soft", dim=D, labels=np.arange(D) * 1.0)) is None
+    np.testing.assert_allclose(schedule_kinks(sched),
+                               np.concatenate([w.start, w.settle, [w.t_star]]), atol=1e-6)
+    # unclipped: only t*, where the path changes speed (the end of the generation phase)
+    free = schedules.make_schedule("soft", dim=D, labels=np.arange(D) * 1.0)
+    np.testing.assert_allclose(schedule_kinks(free), [free.windows().t_star], atol=1e-7)
     assert schedule_kinks(schedules.make_schedule("scalar_linear", dim=D)) is None
 
 

@@ -29,6 +29,7 @@ from gudjax.schedules.core import (  # noqa: F401
     schedule_from_config,
 )
 from gudjax.schedules.linear import (  # noqa: F401
+    TAIL,
     LinearSchedule,
     Windows,
     a_to_b,

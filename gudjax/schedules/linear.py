@@ -2,20 +2,26 @@
 
 Every member is defined by effective labels e_i (larger e = noised earlier = generated later),
 the generation window [γ̃_den, γ̃_noise] (W = γ̃_noise − γ̃_den, E = e_max − e_min) and the
-terminal level γ_end:
-    T_i = max(γ̃_noise, γ_end − min(ρ_i, 0))                     terminal target of γ̃_i
-    Δ   = max(0, max_i [T_i − γ̃_noise − (e_i − e_min)])          shared stretch
-    γ̃_i(t) = γ̃_den + (e_i − e_max) + t·(W + E + Δ),     γ_i = γ̃_i + ρ_i
-computed as γ_i = [γ̃_den − e_max + t(W + E + Δ)] + (e_i + ρ_i), so "unwhitened, a = 1,
-variance labels" (e_i = −ρ_i) gives bit-identical γ_i for all i: standard diffusion.
-With clipping, γ̃_i is clipped to [γ̃_den, T_i].
+terminal level γ_end. Along a path coordinate s (in units of γ̃):
+    γ̃_i(s) = γ̃_den + (e_i − e_max) + s,      s ∈ [0, W + E + Δ],      γ_i = γ̃_i + ρ_i
+    T_i = max(γ̃_noise, γ_end − min(ρ_i, 0))                  terminal target of γ̃_i
+    Δ   = max(0, max_i [T_i − γ̃_noise − (e_i − e_min)])       extra path after generation
+computed as γ_i = [γ̃_den − e_max + s] + (e_i + ρ_i), so "unwhitened, a = 1, variance labels"
+(e_i = −ρ_i) gives bit-identical γ_i for all i: standard diffusion. With clipping, γ̃_i is
+clipped to [γ̃_den, T_i].
+
+Time: the generation phase s ∈ [0, W + E] (every window of every component) takes t ∈ [0, t*],
+linearly; the tail s ∈ [W + E, W + E + Δ], where only components short of their terminal
+target still move, takes t ∈ [t*, 1], linearly. The tail's share is 1 − t* =
+min(Δ/(W + E + Δ), `tail`): one uniform time scale when the extra path is short (then s = t·(W
++ E + Δ); whitened defaults: Δ = 2, 1 − t* = 2/22), at most `tail` (default 0.1) when it is
+long (white prior with near-constant pixels: Δ ≈ 14).
 
 End points: γ̃_i(0) ≤ γ̃_den and, at t = 1, γ̃_i(1) ≥ T_i, i.e. both γ̃_i(1) ≥ γ_end and
 γ_i(1) ≥ γ_end: the process reaches N(0, I) in every basis and prior. Δ = 0 whenever the
 window alone gets there (e.g. whitened with γ_end ≤ γ̃_noise, the schedule of the paper).
-Δ slows the whole schedule uniformly, so every crossing time scales by (W + E)/(W + E + Δ):
-the order and relative timing of generation are unchanged and b ↔ a holds inside the
-generation phase [0, (W + E)/(W + E + Δ)].
+Inside the generation phase every time is the old one times t*: the order and relative
+timing of generation are unchanged and b ↔ a holds inside [0, t*].
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from gudjax.schedules.core import (
 )
 
 Array = Any
+#: Largest share of the time axis after the generation phase (docs/maths.md §3, end points).
+TAIL = 0.1
 
 
 # ------------------------------------------------------------------ conversions
@@ -71,11 +79,13 @@ class Windows(NamedTuple):
            the sampler gets back here),
     end    γ̃_i reaches γ̃_noise (end of the generation window),
     settle γ̃_i reaches its terminal target T_i (clipped: β_i = 0 after it).
+    t_star is the end of the generation phase (a kink of every moving component).
     """
 
     start: Array
     end: Array
     settle: Array
+    t_star: Array
 
 
 # ------------------------------------------------------------------ the shared base
@@ -87,10 +97,13 @@ class LinearSchedule(Schedule):
     gamma_den: Array
     gamma_noise: Array
     gamma_end: Array
+    tail: Array
     clip: bool
 
     static_fields: ClassVar[tuple[str, ...]] = ("clip",)
-    common_options: ClassVar[tuple[str, ...]] = ("clip", "gamma_den", "gamma_noise", "gamma_end")
+    common_options: ClassVar[tuple[str, ...]] = (
+        "clip", "gamma_den", "gamma_noise", "gamma_end", "tail"
+    )
     clip_default: ClassVar[bool] = False
 
     @property
@@ -108,18 +121,33 @@ class LinearSchedule(Schedule):
         """T_i = max(γ̃_noise, γ_end − min(ρ_i, 0)), the γ̃_i every member reaches at t = 1."""
         return jnp.maximum(self.gamma_noise, self.gamma_end - jnp.minimum(self.rho, 0.0))
 
-    def _rate(self, e: Array) -> tuple[Array, Array]:
-        """(e_max, W + E + Δ): γ̃_i(t) = γ̃_den + e_i − e_max + t·rate."""
+    def _path(self, e: Array) -> tuple[Array, Array, Array, Array]:
+        """(e_max, W + E, Δ, t*) of the member with effective labels e."""
         e_max, e_min = jnp.max(e), jnp.min(e)
-        stretch = jnp.maximum(
+        extent = self.width + (e_max - e_min)
+        extra = jnp.maximum(
             0.0, jnp.max(self.terminal_targets() - self.gamma_noise - (e - e_min))
         )
-        return e_max, self.width + (e_max - e_min) + stretch
+        t_star = 1.0 - jnp.minimum(extra / (extent + extra), self.tail)
+        return e_max, extent, extra, t_star
+
+    @staticmethod
+    def _s_of_t(t, extent, extra, t_star) -> Array:
+        """Path coordinate s(t): linear on [0, t*] to W + E, then linear on [t*, 1] to W + E + Δ."""
+        tail = 1.0 - t_star
+        in_tail = extent + (t - t_star) * extra / jnp.maximum(tail, 1e-12)
+        return jnp.where(t <= t_star, t * extent / t_star, in_tail)
+
+    def _t_of_s(self, s, extent, extra, t_star) -> Array:
+        """The inverse of `_s_of_t` (times of given path positions)."""
+        tail = 1.0 - t_star
+        in_tail = t_star + (s - extent) * tail / jnp.maximum(extra, 1e-12)
+        return jnp.where(s <= extent, s * t_star / extent, in_tail)
 
     def _gamma(self, t, p: dict) -> Array:
         e = self._e(p)
-        e_max, rate = self._rate(e)
-        common = self.gamma_den - e_max + t * rate
+        e_max, extent, extra, t_star = self._path(e)
+        common = self.gamma_den - e_max + self._s_of_t(t, extent, extra, t_star)
         if self.clip:
             return jnp.clip(common + e, self.gamma_den, self.terminal_targets()) + self.rho
         return common + (e + self.rho)
@@ -127,29 +155,36 @@ class LinearSchedule(Schedule):
     def windows(self, params: Mapping | None = None) -> Windows:
         """Start, generation-window end and settle times of every component (see `Windows`)."""
         e = self.effective_labels(params)
-        e_max, rate = self._rate(e)
-        start = (e_max - e) / rate
+        e_max, extent, extra, t_star = self._path(e)
+        at = lambda s: self._t_of_s(s, extent, extra, t_star)
+        s0 = e_max - e
         return Windows(
-            start=start,
-            end=start + self.width / rate,
-            settle=start + (self.terminal_targets() - self.gamma_den) / rate,
+            start=at(s0),
+            end=at(s0 + self.width),
+            settle=at(s0 + self.terminal_targets() - self.gamma_den),
+            t_star=t_star,
         )
 
     def kinks(self, params: Mapping | None = None) -> Array | None:
-        """Clipped: β_i jumps where γ̃_i leaves γ̃_den and where it reaches T_i, (2D,)."""
-        if not self.clip:
-            return None
+        """Times where β jumps: t* (the speed of the path changes there) and, clipped, where
+        γ̃_i leaves γ̃_den and where it reaches T_i; (1,) or (2D + 1,)."""
         w = self.windows(params)
-        return jnp.concatenate([w.start, w.settle]).astype(jnp.float32)
+        t_star = jnp.reshape(w.t_star, (1,))
+        if not self.clip:
+            return t_star.astype(jnp.float32)
+        return jnp.concatenate([w.start, w.settle, t_star]).astype(jnp.float32)
 
     @classmethod
-    def _common(cls, *, clip, gamma_den, gamma_noise, gamma_end) -> dict:
+    def _common(cls, *, clip, gamma_den, gamma_noise, gamma_end, tail) -> dict:
         if not gamma_den < gamma_noise:
             raise ValueError(f"need gamma_den < gamma_noise, got {gamma_den} >= {gamma_noise}")
+        if not 0.0 < float(tail) < 1.0:
+            raise ValueError(f"need 0 < tail < 1 (the time share after generation), got {tail}")
         return dict(
             gamma_den=f32(gamma_den),
             gamma_noise=f32(gamma_noise),
             gamma_end=f32(gamma_end),
+            tail=f32(tail),
             clip=cls.clip_default if clip is None else bool(clip),
         )
 
@@ -172,7 +207,7 @@ class Soft(LinearSchedule):
 
     @classmethod
     def build(cls, *, basis, dim, rho, labels="variance", normalise=False, a=1.0, clip=None,
-              gamma_den=GAMMA_DEN, gamma_noise=GAMMA_NOISE, gamma_end=GAMMA_END):
+              gamma_den=GAMMA_DEN, gamma_noise=GAMMA_NOISE, gamma_end=GAMMA_END, tail=TAIL):
         lab = _label_array(basis, labels, dim)
         if normalise:
             lab = normalise_labels(lab)
@@ -181,7 +216,7 @@ class Soft(LinearSchedule):
             defaults=_defaults(a=a),
             labels=f32(lab),
             **cls._common(clip=clip, gamma_den=gamma_den, gamma_noise=gamma_noise,
-                          gamma_end=gamma_end),
+                          gamma_end=gamma_end, tail=tail),
         )
 
     @classmethod
@@ -210,7 +245,7 @@ class SoftMixed(LinearSchedule):
     @classmethod
     def build(cls, *, basis, dim, rho, labels="variance", mix_labels="frequency",
               normalise=False, a=1.0, r=0.0, clip=None, gamma_den=GAMMA_DEN,
-              gamma_noise=GAMMA_NOISE, gamma_end=GAMMA_END):
+              gamma_noise=GAMMA_NOISE, gamma_end=GAMMA_END, tail=TAIL):
         l1 = _label_array(basis, labels, dim)
         l2 = _label_array(basis, mix_labels, dim, "mix_labels")
         if normalise:
@@ -226,7 +261,7 @@ class SoftMixed(LinearSchedule):
             mix_labels=f32(l2),
             mix_scale=f32(scale),
             **cls._common(clip=clip, gamma_den=gamma_den, gamma_noise=gamma_noise,
-                          gamma_end=gamma_end),
+                          gamma_end=gamma_end, tail=tail),
         )
 
     @classmethod
@@ -258,14 +293,14 @@ class Column(LinearSchedule):
 
     @classmethod
     def build(cls, *, basis, dim, rho, labels="column", b=0.5, clip=None, gamma_den=GAMMA_DEN,
-              gamma_noise=GAMMA_NOISE, gamma_end=GAMMA_END):
+              gamma_noise=GAMMA_NOISE, gamma_end=GAMMA_END, tail=TAIL):
         _check_b("column", b)
         return cls(
             rho=f32(rho),
             defaults=_defaults(b=b),
             labels=f32(normalise_labels(_label_array(basis, labels, dim))),
             **cls._common(clip=clip, gamma_den=gamma_den, gamma_noise=gamma_noise,
-                          gamma_end=gamma_end),
+                          gamma_end=gamma_end, tail=tail),
         )
 
     @classmethod
@@ -296,7 +331,7 @@ class HaarColumn(LinearSchedule):
 
     @classmethod
     def build(cls, *, basis, dim, rho, level="level", colpos="colpos", a=0.5, b=0.5, clip=None,
-              gamma_den=GAMMA_DEN, gamma_noise=GAMMA_NOISE, gamma_end=GAMMA_END):
+              gamma_den=GAMMA_DEN, gamma_noise=GAMMA_NOISE, gamma_end=GAMMA_END, tail=TAIL):
         _check_b("haar_column", b)
         return cls(
             rho=f32(rho),
@@ -304,7 +339,7 @@ class HaarColumn(LinearSchedule):
             labels=f32(_label_array(basis, level, dim, "level")),
             colpos=f32(normalise_labels(_label_array(basis, colpos, dim, "colpos"))),
             **cls._common(clip=clip, gamma_den=gamma_den, gamma_noise=gamma_noise,
-                          gamma_end=gamma_end),
+                          gamma_end=gamma_end, tail=tail),
         )
 
     @classmethod

@@ -10,6 +10,7 @@ They set the process γ, so at t = 1 σ²(1) = sigmoid(γ_max) in every basis; t
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -100,9 +101,14 @@ class Function(Schedule):
     @classmethod
     def example(cls, basis=None, dim=None):
         d = basis.dim if basis is not None else dim
-        ramp = jnp.asarray(np.linspace(0.0, 1.0, d), jnp.float32)
-        fn = _ExampleGamma(ramp)
-        return make_schedule("function", basis, dim=None if basis is not None else d, fn=fn)
+        return make_schedule("function", basis, dim=None if basis is not None else d,
+                             fn=_example_gamma(d))
+
+
+@functools.cache
+def _example_gamma(d: int) -> _ExampleGamma:
+    """One function object per size, so example schedules of one size share a structure."""
+    return _ExampleGamma(np.linspace(0.0, 1.0, d).astype(np.float32))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
