@@ -99,11 +99,8 @@ def run_study(config_path, workdir, *, points=None, num=1000, complete=(), seed=
         fd = _fd(extractor, ref, gen)
         row = {"family": {k: float(v) for k, v in point.items()}, "fd": fd}
         log.info("columns study: %s FD %.4g", point, fd)
-        np.savez_compressed(
-            f"{workdir}/study_samples_{'_'.join(f'{k}{v:g}' for k, v in point.items()) or 'default'}"
-            ".npz",
-            images=gen,
-        )
+        tag = "_".join(f"{k}{v:g}" for k, v in point.items()) or "default"
+        np.savez_compressed(f"{workdir}/study_samples_{tag}.npz", images=gen)
         out["rows"].append(row)
     if complete:
         fit = baselines.fit_gaussian(input_pipeline.fit_batches(config.data, batch_size=256))

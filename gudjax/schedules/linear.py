@@ -200,7 +200,9 @@ class Soft(LinearSchedule):
     """e = a · l for one label set l of the basis (variance, frequency, level, ...)."""
 
     param_names: ClassVar[tuple[str, ...]] = ("a",)
-    options: ClassVar[tuple[str, ...]] = ("labels", "normalise", "a", *LinearSchedule.common_options)
+    options: ClassVar[tuple[str, ...]] = (
+        "labels", "normalise", "a", *LinearSchedule.common_options
+    )
 
     def _e(self, p):
         return p["a"] * self.labels
