@@ -193,7 +193,10 @@ def build(config, workdir: str) -> Run:
         from jax.experimental import multihost_utils
 
         basis = multihost_utils.broadcast_one_to_all(basis)
-    schedule = schedules.schedule_from_config(config.schedule, basis)
+    # end points checked at the defaults and at every corner of the trained family range
+    schedule = schedules.schedule_from_config(
+        config.schedule, basis, family=dict(config.get("family", {}))
+    )
     root = jax.random.PRNGKey(config.seed)
     graphdef, params = create_model(
         config.model,
