@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from gudjax import bases, input_pipeline, models, schedules, step
+from gudjax import bases, input_pipeline, models, process, schedules, step
 from gudjax.checkpointing import Checkpointer
 from gudjax.distributed import TrainingError
 from gudjax.models import create_model
@@ -82,10 +82,10 @@ def validate_config(config) -> None:
     ):
         if value not in allowed:
             raise ValueError(f"unknown config.{field} {value!r}; allowed: {', '.join(allowed)}")
-    if config.train.loss_weighting not in ("unweighted", "elbo"):
+    if config.train.loss_weighting not in process.WEIGHTINGS:
         raise ValueError(
             f"unknown config.train.loss_weighting '{config.train.loss_weighting}'; "
-            "allowed: unweighted, elbo"
+            f"allowed: {', '.join(process.WEIGHTINGS)}"
         )
 
 
