@@ -8,7 +8,7 @@ as jit-compiled functions, reported as images per second (median over repeats af
 The bases are fitted on random data first (PCA: the D×D covariance and its eigenvectors, so
 its transform is a dense 3072×3072 matmul); the fit time is reported too.
 
-Then the cost of one reverse-SDE Euler–Maruyama step (SPEC §6) for a soft schedule at the
+Then the cost of one reverse-SDE Euler–Maruyama step (docs/maths.md §6) for a soft schedule at the
 same D and batch, with the network replaced by the exact ε̂ of N(0, I) data (ε̂ = σ ⊙ z, a few
 flops): γ and β by jax.jvp of the schedule, the score s = −ε̂/σ, and
     z ← z + h·(½β ⊙ z + β ⊙ s) + √(βh) ⊙ ξ,   h = 1/N,   t ← t − h.

@@ -1,4 +1,4 @@
-"""The Gaussian oracle (SPEC §8): closed-form marginals and scores for Gaussian data.
+"""The Gaussian oracle (docs/maths.md §8): closed-form marginals and scores for Gaussian data.
 
 If the data is Gaussian, x ~ N(μ_x, C) (x flattened, D = H·W·C), then in the diffusing
 variables z = S⁻¹U(x − μ) of a basis (U = `basis.matrix()`, S = diag(s) = diag(`basis.scale`),

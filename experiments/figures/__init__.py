@@ -1,4 +1,4 @@
-"""Figure scripts of the paper (SPEC §9), one module per figure.
+"""Figure scripts of the paper (docs/maths.md §9), one module per figure.
 
     python -m experiments.figures.gamma_snr_pca --out DIR [--data digits|cifar10] [--num 8]
     python -m experiments.figures.forward_processes --out DIR [--data ...] [--num 6]

@@ -6,7 +6,7 @@
 The PCA basis is fitted on the train split (components sorted by descending variance λ_i).
 `--num` components are shown, chosen so that their log λ_i are spread evenly over the
 spectrum (directions of zero variance, floored at `bases.MIN_VARIANCE`, excluded). All four
-panels are the canonical linear schedule (SPEC §3, unclipped) with the variance labels
+panels are the canonical linear schedule (docs/maths.md §3, unclipped) with the variance labels
 l_i = −log λ_i, e = a·l:
 
   (a) standard diffusion     white prior (s = 1, ρ_i = log λ_i), a = 1: every γ_i(t) equal

@@ -1,10 +1,10 @@
 """Paths of two components in (log SNR_1, log SNR_2) space: diffusion, soft conditioning and
-the autoregressive limit (SPEC §9, "also useful").
+the autoregressive limit (docs/maths.md §9, "also useful").
 
     python -m experiments.figures.snr_paths --out DIR [--data digits|cifar10] [--num 3]
         [--components 0,K]
 
-log SNR_i(t) = −γ̃_i(t) of the canonical linear schedule (SPEC §3), as t runs from 0 (o) to
+log SNR_i(t) = −γ̃_i(t) of the canonical linear schedule (docs/maths.md §3), as t runs from 0 (o) to
 1 (×); generation runs the path backwards. Shaded: the window γ̃ ∈ [γ̃_den, γ̃_noise]
 (log SNR ∈ [−3, 7]) where a component is being generated (above: clean, below: noise).
 

@@ -9,7 +9,7 @@ k = (ky, kx) of the (H, W, C) layout:
 Each conjugate pair keeps |F_k|² + |F_{−k}|² = (√2 Re F_k)² + (√2 Im F_k)², so the map is a
 linear isometry R^D → R^D, i.e. orthonormal and real: white noise stays white noise.
 Labels: frequency = |k| with signed frequencies (fftfreq · size), log_frequency = log(1 + |k|)
-(the ordering of the (a, r) family, SPEC §9); row/column = position.
+(the ordering of the (a, r) family, docs/maths.md §9); row/column = position.
 Groups: integer shells of |k|.
 """
 

@@ -7,7 +7,7 @@ an orthonormal 4×4 map. Coefficients are kept in the Mallat image layout: the (
 block becomes [[LL, O1], [O2, O3]] of half size each, and LL is transformed again, J
 times. So components have (H, W, C) layout and the basis needs H, W divisible by 2^J.
 
-Labels (SPEC §1): level 0 = coarsest LL, level j = details of the j-th coarsest scale,
+Labels (docs/maths.md §1): level 0 = coarsest LL, level j = details of the j-th coarsest scale,
 J = finest details; orientation 0 (LL), 1, 2, 3; column/row = position inside the
 coefficient's sub-band, colpos = column / (band width − 1) ∈ [0, 1] (0 for width 1).
 Groups: level × orientation (1 + 3J tokens).

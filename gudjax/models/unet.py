@@ -1,4 +1,4 @@
-"""DDPM++-like U-Net (Flax NNX) that predicts eps for GUD (SPEC §5).
+"""DDPM++-like U-Net (Flax NNX) that predicts eps for GUD (docs/maths.md §5).
 
 Input / output (all image arrays NHWC, float32):
   x            (B, H, W, C)  the whitened image Uᵀz_t (about unit variance).
