@@ -1,11 +1,14 @@
 """Input pipeline: TFDS ArrayRecord sources read by random access with grain, no TensorFlow.
 
 Images travel as uint8 (B, H, W, C) arrays; `to_model_input` turns them into the model's
-float32 data space x ∈ [-1, 1] (SPEC §1): x = 2(k + u)/256 − 1 with u = 0.5 ("center") or
-u ~ U[0, 1) ("uniform" dequantisation, for likelihoods).
+float32 data space x ∈ [-1, 1] (docs/maths.md §1.1) at the data set's own number of levels L
+(`levels(config.data)`): level l = round(k·(L − 1)/255) (`to_levels`; l = k for L = 256) and
+x = 2(l + u)/L − 1 with u = 0.5 ("center": training, sampling) or u ~ U[0, 1) ("uniform"
+dequantisation, for likelihoods). The registry, the sources and the validation split live in
+`gudjax.datasets.sources` (re-exported here).
 
-Data sets (`DATASETS`):
-  digits          scikit-learn's 8×8×1 digits (`gudjax.datasets.digits`), prepared offline
+Data sets (`DATASETS`, with their levels L):
+  digits          (L = 17) scikit-learn's 8×8×1 digits (`gudjax.datasets.digits`), prepared offline
                   automatically on first use (it ships inside scikit-learn).
   photo_patches   32×32×3 tiles of scikit-image's bundled colour photos
                   (`gudjax.datasets.photo_patches`), train 3451 / test 685, prepared offline
@@ -49,21 +52,26 @@ area average over f×f blocks (f = native / image_size), rounded half up to uint
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
-import contextlib
-import dataclasses
 import itertools
-import os
 import queue
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
 
 import grain
 import numpy as np
-import tensorflow_datasets as tfds
 
 from gudjax.config_base import default_data_config
+from gudjax.datasets.sources import (
+    DATASETS,
+    DatasetInfo,
+    DatasetNotFoundError,
+    ImageSource,
+    image_shape,
+    levels,
+    load_split,
+    resolve_data_dir,
+    validation_every,
+)
 
 __all__ = [
     "DATASETS",
@@ -75,274 +83,20 @@ __all__ = [
     "eval_batches",
     "fit_batches",
     "image_shape",
+    "levels",
     "load_split",
     "resolve_data_dir",
+    "to_levels",
     "to_model_input",
     "to_uint8",
+    "validation_every",
 ]
 
-
-class DatasetNotFoundError(ValueError):
-    """A TFDS data set is not prepared (in ArrayRecord format) under the data directory."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """What gudjax needs to know about a data set.
-
-    tfds_name: the TFDS builder name. shape: native (H, W, C). train_split / test_split:
-    the TFDS splits behind "train" / "test". prepare: how it gets onto disk ("auto" = built
-    offline on first use; otherwise a shell command with a `{data_dir}` placeholder).
-    """
-
-    tfds_name: str
-    shape: tuple[int, int, int]
-    train_split: str
-    test_split: str
-    prepare: str
-
-
-_BUILD = "tfds build {name} --file_format=array_record --data_dir={{data_dir}}"
-
-DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo("digits", (8, 8, 1), "train", "test", prepare="auto"),
-    "cifar10": DatasetInfo(
-        "cifar10", (32, 32, 3), "train", "test", prepare=_BUILD.format(name="cifar10")
-    ),
-    "patch_camelyon": DatasetInfo(
-        "patch_camelyon",
-        (96, 96, 3),
-        "train",
-        "test",
-        prepare=_BUILD.format(name="patch_camelyon"),
-    ),
-    "photo_patches": DatasetInfo("photo_patches", (32, 32, 3), "train", "test", prepare="auto"),
-}
-
-_GUDJAX_DATA_DIR = "GUDJAX_DATA_DIR"
 
 # TrainData keeps the decoded train split in memory when it is at most this big (and
 # config.data.cache is None): digits (0.1 MB) and cifar10 (150 MB) are cached,
 # patch_camelyon at 32×32 (805 MB) is streamed from disk.
 CACHE_AUTO_BYTES = 256 * 2**20
-
-
-# ----------------------------------------------------------------------------------------
-# Config validation
-
-
-def _info(data_config) -> DatasetInfo:
-    name = data_config.name
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; allowed: {', '.join(DATASETS)}")
-    return DATASETS[name]
-
-
-def _downsample_factor(data_config) -> int:
-    """f such that image = f×f area average of the native image (1 = native size)."""
-    info = _info(data_config)
-    native = info.shape[0]
-    size = data_config.image_size
-    if not isinstance(size, int | np.integer) or size <= 0 or native % size:
-        raise ValueError(
-            f"config.data.image_size={size!r} does not fit data set {data_config.name!r} "
-            f"of native size {native}: use {native} or a divisor of it"
-        )
-    return native // int(size)
-
-
-def image_shape(data_config) -> tuple[int, int, int]:
-    """(H, W, C) of the images the pipeline yields, after any resizing."""
-    info = _info(data_config)
-    f = _downsample_factor(data_config)
-    channels = data_config.get("channels", None)
-    if channels is not None and channels != info.shape[2]:
-        raise ValueError(
-            f"config.data.channels={channels!r} does not match data set "
-            f"{data_config.name!r}, which has {info.shape[2]} channel(s)"
-        )
-    return (info.shape[0] // f, info.shape[1] // f, info.shape[2])
-
-
-def resolve_data_dir(data_config) -> str:
-    """The directory TFDS data sets are read from (and digits is built into)."""
-    _info(data_config)
-    data_dir = data_config.get("data_dir", None)
-    if not data_dir:
-        if data_config.name in _LOCAL_BUILDERS:
-            data_dir = os.environ.get(_GUDJAX_DATA_DIR) or "~/tensorflow_datasets"
-        else:
-            data_dir = tfds.core.constants.get_default_data_dir()
-    return os.path.abspath(os.path.expanduser(str(data_dir)))
-
-
-# ----------------------------------------------------------------------------------------
-# Sources
-
-
-def _area_downsample(images: np.ndarray, f: int) -> np.ndarray:
-    """uint8 (..., H, W, C) → (..., H/f, W/f, C): mean over f×f blocks, rounded half up."""
-    if f == 1:
-        return images
-    *lead, h, w, c = images.shape
-    blocks = images.reshape(*lead, h // f, f, w // f, f, c)
-    total = blocks.sum(axis=(-4, -2), dtype=np.uint32)
-    n = f * f
-    return ((total + n // 2) // n).astype(np.uint8)
-
-
-class ImageSource:
-    """Random-access uint8 images of one split: `src[i]` → (H, W, C), `src.read(ids)` → batch.
-
-    Wraps a TFDS ArrayRecord data source (`examples`, whose items are feature dicts) and
-    applies the configured downsampling. Implements grain's batched-read source protocol
-    (`__len__`, `__getitem__`, `_getitems`), so `grain.MapDataset.source(src)` works.
-    """
-
-    def __init__(self, examples: Sequence[Any], *, name: str, split: str, factor: int):
-        self.examples = examples
-        self.name = name
-        self.split = split
-        self.factor = factor
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __repr__(self) -> str:
-        return f"ImageSource({self.name!r}, split={self.split!r}, n={len(self)})"
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        image = np.asarray(self.examples[int(index)]["image"], dtype=np.uint8)
-        return _area_downsample(image, self.factor)
-
-    def _getitems(self, indices: Sequence[int]) -> list[np.ndarray]:
-        return list(self.read(indices))
-
-    def read(self, indices: Sequence[int]) -> np.ndarray:
-        """uint8 (len(indices), H, W, C), read in one batched ArrayRecord request."""
-        indices = [int(i) for i in indices]
-        if not indices:
-            return np.zeros((0, *self._shape()), np.uint8)
-        records = self.examples.__getitems__(indices)
-        images = np.stack([np.asarray(r["image"], dtype=np.uint8) for r in records])
-        return _area_downsample(images, self.factor)
-
-    def nbytes(self) -> int:
-        """Bytes the whole split takes as a uint8 array (after resizing)."""
-        return len(self) * int(np.prod(self._shape()))
-
-    def materialize(self, *, chunk: int = 1024, threads: int | None = None) -> np.ndarray:
-        """The whole split as one uint8 (N, H, W, C) array, in stored order."""
-        out = np.empty((len(self), *self._shape()), np.uint8)
-
-        def fill(lo: int) -> None:
-            hi = min(lo + chunk, len(self))
-            out[lo:hi] = self.read(range(lo, hi))
-
-        threads = threads or min(8, os.cpu_count() or 1)
-        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-            list(pool.map(fill, range(0, len(self), chunk)))
-        return out
-
-    def _shape(self) -> tuple[int, int, int]:
-        h, w, c = DATASETS[self.name].shape
-        return (h // self.factor, w // self.factor, c)
-
-
-@contextlib.contextmanager
-def _file_lock(path: str):
-    """An exclusive advisory lock (POSIX); a no-op where fcntl is unavailable."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _local_builder_class(name: str):
-    """The builder class of a data set that ships inside a Python package ("auto")."""
-    if name == "digits":
-        from gudjax.datasets.digits import Digits
-
-        return Digits
-    from gudjax.datasets.photo_patches import PhotoPatches
-
-    return PhotoPatches
-
-
-# Data sets built offline on first use (prepare="auto"), from packages' bundled data.
-_LOCAL_BUILDERS = ("digits", "photo_patches")
-
-
-def _local_builder(name: str, data_dir: str):
-    cls = _local_builder_class(name)
-    builder = cls(data_dir=data_dir, file_format="array_record")
-    if not builder.is_prepared():
-        os.makedirs(data_dir, exist_ok=True)
-        # Several processes (hosts, test workers) may share the data_dir: build once.
-        with _file_lock(os.path.join(data_dir, f".{name}.lock")):
-            builder = cls(data_dir=data_dir, file_format="array_record")
-            if not builder.is_prepared():
-                builder.download_and_prepare(
-                    download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-                )
-    return builder
-
-
-def _not_found(info: DatasetInfo, data_dir: str, what: str) -> DatasetNotFoundError:
-    command = info.prepare.format(data_dir=data_dir)
-    return DatasetNotFoundError(
-        f"data set {info.tfds_name!r} {what} under data_dir {data_dir}; gudjax never "
-        f"downloads: prepare it once (TensorFlow needed for the build only) with: {command}"
-    )
-
-
-def _tfds_builder(info: DatasetInfo, data_dir: str):
-    builder = tfds.builder(info.tfds_name, data_dir=data_dir)
-    if not builder.is_prepared():
-        raise _not_found(info, data_dir, "is not prepared")
-    return builder
-
-
-def load_split(data_config, split: str) -> ImageSource:
-    """Random-access uint8 images of `split` ("train", "test" or any TFDS split string).
-
-    digits is built (offline, from scikit-learn) into the data_dir when missing. The TFDS
-    data sets must already be prepared in ArrayRecord format; otherwise this raises
-    `DatasetNotFoundError` naming the directory and the `tfds build` command.
-    """
-    info = _info(data_config)
-    factor = _downsample_factor(data_config)
-    image_shape(data_config)  # validates channels
-    data_dir = resolve_data_dir(data_config)
-    tfds_split = {"train": info.train_split, "test": info.test_split}.get(split, split)
-    if data_config.name in _LOCAL_BUILDERS:
-        builder = _local_builder(data_config.name, data_dir)
-    else:
-        builder = _tfds_builder(info, data_dir)
-    try:
-        examples = builder.as_data_source(split=tfds_split)
-    except NotImplementedError as e:  # prepared, but only as TFRecord (no random access)
-        raise DatasetNotFoundError(
-            f"data set {info.tfds_name!r} is prepared under data_dir {data_dir} but not in "
-            f"ArrayRecord format; convert it once (TensorFlow needed) with: tfds "
-            f"convert_format --dataset_version_dir={builder.data_dir} "
-            f"--out_file_format=array_record"
-        ) from e
-    except (KeyError, ValueError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(
-            f"data set {data_config.name!r} has no split {split!r} (available: "
-            f"{', '.join(builder.info.splits)}): {reason}"
-        ) from e
-    return ImageSource(examples, name=data_config.name, split=tfds_split, factor=factor)
-
 
 # ----------------------------------------------------------------------------------------
 # Training batches
@@ -576,15 +330,34 @@ def fit_batches(data_config, *, batch_size: int = 256) -> Iterator[np.ndarray]:
 _DEQUANTIZE = ("center", "uniform")
 
 
-def to_model_input(images_uint8, *, dequantize: str = "center", rng=None):
-    """uint8 k → float32 x = 2(k + u)/256 − 1 ∈ (−1, 1), the data space of SPEC §1.
+def _check_levels(levels) -> int:
+    if not isinstance(levels, int | np.integer) or not 2 <= levels <= 256:
+        raise ValueError(f"levels={levels!r} must be an integer in [2, 256]")
+    return int(levels)
+
+
+def to_levels(images_uint8, levels: int = 256):
+    """Stored uint8 k → level l = round(k·(L − 1)/255) ∈ {0, …, L − 1} (float32; l = k at
+    L = 256). Inverse of the storage map k = round(l·255/(L − 1)) (e.g. the digits)."""
+    levels = _check_levels(levels)
+    xp = _xp(images_uint8)
+    k = xp.asarray(images_uint8).astype(xp.float32)
+    if levels == 256:
+        return k
+    return xp.round(k * xp.float32((levels - 1) / 255.0))
+
+
+def to_model_input(images_uint8, *, levels: int = 256, dequantize: str = "center", rng=None):
+    """uint8 k → float32 x = 2(l + u)/L − 1 ∈ (−1, 1), l = `to_levels`(k, L) (docs/maths.md §1.1).
 
     dequantize="center": u = 0.5 (training, sampling). dequantize="uniform": u ~ U[0, 1)
     per value (likelihoods in bits/dim); `rng` is a `np.random.Generator` (returns numpy)
     or a JAX PRNG key (returns a jax.Array). A jax.Array input gives a jax.Array output.
+    `levels` is the data's L (`levels(config.data)`; 256 = plain 8-bit).
     """
     if dequantize not in _DEQUANTIZE:
         raise ValueError(f"dequantize={dequantize!r}; allowed: {', '.join(_DEQUANTIZE)}")
+    levels = _check_levels(levels)
     use_jax = _is_jax_array(images_uint8)
     if dequantize == "uniform":
         if rng is None:
@@ -601,16 +374,29 @@ def to_model_input(images_uint8, *, dequantize: str = "center", rng=None):
     if use_jax:
         import jax.numpy as jnp
 
-        k = jnp.asarray(images_uint8).astype(jnp.float32)
-        return (k + u) * jnp.float32(2.0 / 256.0) - jnp.float32(1.0)
-    k = np.asarray(images_uint8).astype(np.float32)
-    return (k + u) * np.float32(2.0 / 256.0) - np.float32(1.0)
+        lv = to_levels(jnp.asarray(images_uint8), levels)
+        return (lv + u) * jnp.float32(2.0 / levels) - jnp.float32(1.0)
+    lv = to_levels(np.asarray(images_uint8), levels)
+    return (lv + u) * np.float32(2.0 / levels) - np.float32(1.0)
 
 
-def to_uint8(x) -> np.ndarray:
-    """Model-space x ∈ [−1, 1] → uint8 k = clip(floor((x + 1)·128), 0, 255) (inverse bins)."""
-    k = np.floor((np.asarray(x, dtype=np.float32) + 1.0) * 128.0)
-    return np.clip(k, 0, 255).astype(np.uint8)
+def to_uint8(x, levels: int = 256) -> np.ndarray:
+    """Model-space x ∈ [−1, 1] → stored uint8: level l = clip(floor((x + 1)·L/2), 0, L − 1)
+    (the inverse bins), then k = round(l·255/(L − 1)) (k = l at L = 256)."""
+    levels = _check_levels(levels)
+    lv = np.floor((np.asarray(x, dtype=np.float32) + 1.0) * np.float32(levels / 2.0))
+    lv = np.clip(lv, 0, levels - 1)
+    if levels == 256:
+        return lv.astype(np.uint8)
+    return np.rint(lv * (255.0 / (levels - 1))).astype(np.uint8)
+
+
+def _xp(x):
+    if _is_jax_array(x):
+        import jax.numpy as jnp
+
+        return jnp
+    return np
 
 
 def _is_jax_array(x) -> bool:
