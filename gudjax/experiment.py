@@ -171,12 +171,17 @@ def fit_or_load_basis(config, workdir: str) -> bases.Basis:
             ]
         )
         raise ValueError(f"{fields}: {e}") from None
+    levels = input_pipeline.levels(config.data)
     batches = (
-        input_pipeline.to_model_input(b)
+        input_pipeline.to_model_input(b, levels=levels)
         for b in input_pipeline.fit_batches(config.data, batch_size=256)
     )
     basis = bases.fit_basis(
-        config.basis.name, batches, whiten=bool(config.basis.whiten), **basis_options(config)
+        config.basis.name,
+        batches,
+        whiten=bool(config.basis.whiten),
+        min_variance=bases.dequantization_variance(levels),  # (2/L)²/12
+        **basis_options(config),
     )
     if jax.process_index() == 0:
         bases.save_basis(path, basis)

@@ -26,9 +26,10 @@ log = logging.getLogger("gudjax")
 FD_KEYS = ("fd", "fid")
 
 
-def as_real_images(x) -> np.ndarray:
-    """Generated x → uint8 → centre-dequantised x: processed exactly like real test images."""
-    return input_pipeline.to_model_input(input_pipeline.to_uint8(x))
+def as_real_images(x, levels: int = 256) -> np.ndarray:
+    """Generated x (at the data's L levels) → stored uint8 → centre-dequantised x at 256
+    levels: processed exactly like the real test images the features see."""
+    return input_pipeline.to_model_input(input_pipeline.to_uint8(x, levels))
 
 
 def read_split(data_config, split: str, max_examples) -> np.ndarray:

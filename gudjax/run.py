@@ -126,7 +126,9 @@ def _test_images(config, num: int) -> np.ndarray:
     parts = list(
         input_pipeline.eval_batches(config.data, split="test", batch_size=num, max_examples=num)
     )
-    images = input_pipeline.to_model_input(np.concatenate(parts))
+    images = input_pipeline.to_model_input(
+        np.concatenate(parts), levels=input_pipeline.levels(config.data)
+    )
     if len(images) < num:
         raise ValueError(
             f"config.sample.num={num} but the test split has only {len(images)} images"

@@ -150,6 +150,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         _trim_metrics(os.path.join(workdir, "metrics.jsonl"), start)
     state = replicate(state, mesh)
     basis_r, schedule_r, root_r = replicate((basis, schedule, run.root), mesh)
+    levels = input_pipeline.levels(config.data)  # x = 2(l + ½)/L − 1 at the data's own L
     data = input_pipeline.TrainData(
         config.data,
         global_batch_size=config.batch_size,
@@ -219,7 +220,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     try:
         with _Preemption() as pre:
             for s in range(start + 1, num_steps + 1):
-                batch = input_pipeline.to_model_input(next(batches))
+                batch = input_pipeline.to_model_input(next(batches), levels=levels)
                 state, metrics = train_step(
                     state, basis_r, schedule_r, shard_batch(batch, mesh), root_r
                 )

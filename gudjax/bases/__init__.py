@@ -12,6 +12,7 @@ from gudjax.bases.core import (  # noqa: F401
     Basis,
     BasisSpec,
     check_image_shape,
+    dequantization_variance,
     fit_basis,
     get_spec,
     load_basis,

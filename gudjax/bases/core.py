@@ -35,6 +35,12 @@ Array = Any
 #: floored here, so whitening and likelihoods stay finite.
 MIN_VARIANCE = (2.0 / 256.0) ** 2 / 12.0
 
+
+def dequantization_variance(levels: int = 256) -> float:
+    """(2/L)²/12: the variance of uniform dequantisation noise of data with L levels in
+    [-1, 1]; the variance floor for fitting a basis to such data (MIN_VARIANCE at L = 256)."""
+    return (2.0 / float(levels)) ** 2 / 12.0
+
 LABEL_NAMES = (
     "variance",
     "frequency",
