@@ -128,12 +128,10 @@ def test_beta_is_sigma2_times_finite_difference(kind):
     fd = (g_plus - g_minus) / (2 * h)
     sigma2 = np.asarray(jax.nn.sigmoid(st.gamma), np.float64)
     ok = np.ones_like(fd, bool)
-    if kind in CLIPPED:  # leave out the kinks (window starts and ends) within 2h of t
-        start, _, settle = (np.asarray(w) for w in sched.windows()[:3])
-        t = np.asarray(ts)[:, None]
-        ok = (np.abs(t - start) > 2 * h) & (np.abs(t - settle) > 2 * h)
-    if kind in LINEAR:  # and t*, where the path changes speed
-        ok &= np.abs(np.asarray(ts)[:, None] - float(sched.windows().t_star)) > 2 * h
+    kinks = sched.kinks()  # leave out t within 2h of a kink (where β jumps)
+    if kinks is not None:
+        near = np.abs(np.asarray(ts)[:, None] - np.asarray(kinks)[None, :]) <= 2 * h
+        ok &= ~near.any(axis=1, keepdims=True)
     beta = np.asarray(st.beta, np.float64)
     np.testing.assert_allclose(beta[ok], (sigma2 * fd)[ok], rtol=5e-3, atol=1e-6)
     # the rest of the noising state (docs/maths.md §2)
@@ -174,6 +172,39 @@ def test_gamma_is_increasing_and_matches_endpoints(kind):
             np.testing.assert_allclose(gt[0], GAMMA_DEN - (e.max() - e), atol=1e-4)
             np.testing.assert_allclose(gt[-1], GAMMA_NOISE + (e - e.min()) + stretch, atol=1e-4)
         np.testing.assert_allclose(gt[0, np.argmax(e)], GAMMA_DEN, atol=1e-5)  # starts first
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+def test_autoregressive_limit_changes_one_block_at_a_time(whiten):
+    """K blocks by label, lowest label generated first; each block moves from γ̃_den to its
+    T_i only inside its own window [(K−1−k)/K, (K−k)/K]; the end points equal the clipped
+    (matched) linear family's."""
+    basis = unwhitened("haar", levels=2).with_prior(whiten)
+    sched = make_schedule("autoregressive", basis, labels="level")
+    level = np.asarray(basis.label("level")).astype(int)
+    K = level.max() + 1
+    np.testing.assert_array_equal(np.asarray(sched.block), level)  # one block per level
+    ts = np.linspace(0.0, 1.0, 2001)
+    st = states(sched, jnp.asarray(ts, jnp.float32))
+    beta, gt = np.asarray(st.beta), np.asarray(st.gamma) - np.asarray(sched.rho)
+    moving = np.stack([(beta[:, level == k] > 0).any(axis=1) for k in range(K)], axis=1)
+    assert moving.sum(axis=1).max() == 1 and moving.any(axis=0).all()
+    for k in range(K):  # block k moves exactly inside its window
+        inside = (ts > (K - 1 - k) / K + 1e-3) & (ts < (K - k) / K - 1e-3)
+        outside = (ts < (K - 1 - k) / K - 1e-3) | (ts > (K - k) / K + 1e-3)
+        assert moving[inside, k].all() and not moving[outside, k].any()
+    # the coarsest level (label 0) is generated first = noised last
+    assert np.argmax(moving[:, 0]) > np.argmax(moving[:, K - 1])
+    clipped = make_schedule("soft", basis, labels="level", a=2.0, clip=True)
+    np.testing.assert_allclose(gt[0], GAMMA_DEN, atol=1e-5)
+    np.testing.assert_allclose(gt[-1], np.asarray(clipped.terminal_targets()), atol=1e-4)
+    np.testing.assert_allclose(gt[-1], np.asarray(clipped.gamma_tilde(1.0)), atol=1e-4)
+    assert schedules.endpoint_report(sched)["num_below"] == 0
+    # equal-size blocks by label rank
+    np.testing.assert_array_equal(schedules.label_blocks(np.arange(12.0), 3),
+                                  np.repeat(np.arange(3), 4))
+    np.testing.assert_array_equal(schedules.label_blocks(np.array([2.0, 0, 0, 1]), None),
+                                  [2, 0, 0, 1])
 
 
 def test_unwhitened_end_points_reach_the_prior_where_window_targets_alone_do_not():
