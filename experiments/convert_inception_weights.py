@@ -210,7 +210,7 @@ def convert(pth_path: str, npz_path: str) -> dict:
     sd = read_pth(pth_path)
     spec = inception.state_dict_spec()
     dropped = sorted(k for k in sd if k not in spec)
-    unexpected = [k for k in dropped if not inception._is_ignored(k)]
+    unexpected = [k for k in dropped if not inception.is_ignored(k)]
     missing = [k for k in spec if k not in sd]
     if missing or unexpected:
         bad = f"lacks '{missing[0]}'" if missing else f"has the unexpected '{unexpected[0]}'"

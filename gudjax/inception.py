@@ -320,7 +320,7 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _is_ignored(key: str) -> bool:
+def is_ignored(key: str) -> bool:
     return key in IGNORED_KEYS or key.endswith("num_batches_tracked")
 
 
@@ -350,7 +350,7 @@ def load_weights(path: str, field: str = "config.eval.inception_weights") -> dic
             f"{where} lacks '{missing[0]}' ({len(missing)} of {len(spec)} arrays missing): not "
             f"the FID Inception weights; {HOW_TO_GET}"
         )
-    extra = [k for k in arrays if k not in spec and not _is_ignored(k)]
+    extra = [k for k in arrays if k not in spec and not is_ignored(k)]
     if extra:
         raise ValueError(
             f"{where} has the unexpected array '{extra[0]}' ({len(extra)} unexpected): not the "
