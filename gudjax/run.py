@@ -1,4 +1,11 @@
-"""The three modes behind `gudjax.main`: train, sample, eval."""
+"""The three modes behind `gudjax.main`: train, sample, eval.
+
+Each mode owns the workdir while it runs (`gudjax.workdir.hold`): all three write into
+it, and opening the checkpoint directory (sample, eval) removes unfinished checkpoint
+writes, which would destroy the save of a training run in progress. A second run on the
+same workdir is refused with one line (`WorkdirLocked`, exit 2). To sample or evaluate
+while training goes on, copy the workdir and point the command at the copy.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +19,20 @@ from gudjax import experiment, generation, plotting, sweeps
 from gudjax import train as training
 from gudjax.checkpointing import CheckpointError
 from gudjax.score_model import network_model
+from gudjax.workdir import WorkdirLocked, hold
 
 log = logging.getLogger("gudjax")
 
-USER_ERRORS = (ValueError, training.TrainingError, CheckpointError)
+USER_ERRORS = (ValueError, training.TrainingError, CheckpointError, WorkdirLocked)
 
 
 def train(config, workdir: str) -> dict:
+    training.maybe_initialize_distributed()
+    with hold(workdir, "train"):
+        return _train(config, workdir)
+
+
+def _train(config, workdir: str) -> dict:
     result = training.train_and_evaluate(config, workdir)
     files = {}
     if result["preempted"]:  # the checkpoint is committed; leave the grace period unused
@@ -65,6 +79,12 @@ def family_fields(fam: dict) -> dict:
 
 
 def sample(config, workdir: str) -> dict:
+    """`_sample` while owning the workdir (mode "sample")."""
+    with hold(workdir, "sample", create=False):
+        return _sample(config, workdir)
+
+
+def _sample(config, workdir: str) -> dict:
     """EMA parameters → samples of the configured family member: PNG grid + .npz.
 
     Batches of config.sample.batch_size images (None: up to 256), each split over all local
@@ -226,13 +246,14 @@ def evaluate(config, workdir: str) -> dict:
     from gudjax import evaluate as evaluation
 
     evaluation.eval_settings(config)  # bad config.eval values fail before loading anything
-    basis, schedule, graphdef, state, step = load_trained(config, workdir)
-    return evaluation.evaluate_trained(
-        config,
-        workdir,
-        basis=basis,
-        schedule=schedule,
-        graphdef=graphdef,
-        params=state["ema_params"],
-        step_=step,
-    )
+    with hold(workdir, "eval", create=False):
+        basis, schedule, graphdef, state, step = load_trained(config, workdir)
+        return evaluation.evaluate_trained(
+            config,
+            workdir,
+            basis=basis,
+            schedule=schedule,
+            graphdef=graphdef,
+            params=state["ema_params"],
+            step_=step,
+        )

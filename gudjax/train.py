@@ -29,6 +29,7 @@ from gudjax.models import count_params
 from gudjax.runtime import make_mesh, replicate, shard_batch
 from gudjax.score_model import network_model
 from gudjax.sweeps import family_member
+from gudjax.workdir import hold as hold_workdir
 
 log = logging.getLogger("gudjax")
 
@@ -87,9 +88,15 @@ class _Preemption:
 
 
 class _Writer:
-    """Metrics as JSONL + TensorBoard event files; only process 0 writes."""
+    """Metrics as JSONL + TensorBoard event files; only process 0 writes.
 
-    def __init__(self, workdir: str):
+    One row per logged step. A run resumed at step `start` > 0 opens a new event file with
+    purge_step=start + 1: TensorBoard then discards the earlier files' events of steps
+    > start, which the killed run logged after its last checkpoint and this run logs again
+    (metrics.jsonl is trimmed to steps <= start for the same reason, `_trim_metrics`).
+    """
+
+    def __init__(self, workdir: str, start: int = 0):
         self.active = jax.process_index() == 0
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.tb = None
@@ -97,7 +104,9 @@ class _Writer:
             try:
                 from tensorboardX import SummaryWriter
 
-                self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+                self.tb = SummaryWriter(
+                    os.path.join(workdir, "tb"), purge_step=start + 1 if start else None
+                )
             except Exception as e:  # pragma: no cover - optional
                 log.warning("TensorBoard writer unavailable: %s", e)
 
@@ -118,8 +127,17 @@ class _Writer:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Train (or resume) the run in `workdir`; returns a summary dict."""
+    """Train (or resume) the run in `workdir`; returns a summary dict.
+
+    The run owns the workdir while it trains (`gudjax.workdir.hold`, mode "train"): a
+    second writer is refused with `WorkdirLocked`.
+    """
     maybe_initialize_distributed()
+    with hold_workdir(workdir, "train"):
+        return _train(config, workdir)
+
+
+def _train(config, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     check_config_change(config, workdir)
     is_main = jax.process_index() == 0
@@ -167,7 +185,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         ema_decay=config.optim.ema_decay,
     )
     num_steps = config.train.num_steps
-    writer = _Writer(workdir)
+    writer = _Writer(workdir, start)
     sample_dir = os.path.join(workdir, "samples")
     os.makedirs(sample_dir, exist_ok=True)
     meta = {"config": json.loads(config.to_json_best_effort()), "gudjax": gudjax.__version__}
@@ -180,8 +198,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     last_saved = start if restored is not None else None
     t_last, steps_since = time.time(), 0
 
-    def flush() -> float | None:
-        """Fetch queued metrics, fail on non-finite loss, write them; returns last loss."""
+    def flush(extra: dict | None = None) -> float | None:
+        """Fetch queued metrics, fail on non-finite loss, write them (`extra` joins the row
+        of the newest step); returns the last loss."""
         nonlocal pending
         last = None
         for s, m in pending:
@@ -193,6 +212,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     f"{'step ' + str(last_saved) if last_saved is not None else 'none'} (kept). "
                     "Lower config.optim.lr or check the data"
                 )
+            if extra and s == pending[-1][0]:
+                m = {**m, **extra}
             if s % config.train.log_every == 0 or s == num_steps:
                 writer.write(s, m)
             last = float(m["loss"])
@@ -229,11 +250,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     metrics["loss"].block_until_ready()
                 steps_since += 1
                 if s % config.train.log_every == 0 or s == num_steps:
-                    last_loss = flush()
-                    now = time.time()
-                    rate = steps_since / max(now - t_last, 1e-9)
-                    t_last, steps_since = now, 0
-                    writer.write(s, {"steps_per_sec": rate})
+                    jax.block_until_ready(metrics)  # the rate counts finished steps
+                    rate = steps_since / max(time.time() - t_last, 1e-9)
+                    last_loss = flush({"steps_per_sec": rate})
+                    t_last, steps_since = time.time(), 0
                     if progress is not None:
                         progress.set_postfix(loss=f"{last_loss:.4f}", steps_s=f"{rate:.2f}")
                 if progress is not None:
