@@ -165,6 +165,7 @@ def base_config() -> ml_collections.ConfigDict:
             atol=1e-5,
             max_steps=4096,
             baseline_ode_images=8,  # PF-ODE cross-check of the closed-form Gaussian baseline
+            bound_num_t=8,  # variational bound per row: stratified times per image (0 = off)
             fd=True,
             # "classifier": FD-<dataset>-classifier (not FID), plus "FID" when
             # inception_weights is set; "inception": FID only (needs inception_weights).

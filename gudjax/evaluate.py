@@ -2,12 +2,16 @@
 Fréchet distance, and sweeps over the schedule family of one network.
 
 The pieces: `gudjax.nll` (dequantised test images, PF-ODE bits/dim, docs/maths.md §7),
-`gudjax.baselines` (the best Gaussian of the data and its PF-ODE cross-check, §8),
+`gudjax.bound` (the variational bound and its three terms, §10.1),
+`gudjax.baselines` (the best Gaussian of the data and its PF-ODE cross-check, §8, and the
+independent per-pixel categorical),
 `gudjax.frechet` (FD-<dataset>-classifier and FID, with the train-vs-test floor),
 `gudjax.sweeps` (family points, out-of-range warnings, standard-diffusion labels, §10),
 `gudjax.report` (eval.json, the table, eval_sweep.png). This module runs them:
 `eval_settings` (config.eval with one-line errors) and `evaluate_trained`.
 
+Everything is measured at the data set's own number of levels L (`input_pipeline.levels`:
+digits 17, 8-bit data 256), with one bits/dim definition (`likelihood.bits_per_dim`).
 Every family point is evaluated from the same network with the EMA parameters (family
 parameters are traced data: one compilation for all points), on the same dequantised
 images with the same Hutchinson probes, and its FD samples start from the same noise
@@ -35,6 +39,7 @@ import numpy as np
 import gudjax
 from gudjax import (
     baselines,
+    bound,
     features,
     frechet,
     generation,
@@ -117,18 +122,26 @@ def evaluate_trained(
     t_start = time.time()
 
     # -- data: dequantised test images (fixed u), same x for every row and the baseline
+    levels = input_pipeline.levels(config.data)
     test_u8 = frechet.read_split(config.data, s.get("split", "test"), s.get("num_images"))
-    x = nll.dequantize_uniform(test_u8, int(s["seed"]))
+    x = nll.dequantize_uniform(test_u8, int(s["seed"]), levels)
     log.info("eval: %d %s %s images, %d family point(s)", len(x), dataset, s["split"], len(points))
 
-    # -- baseline
-    fit = baselines.fit_gaussian(input_pipeline.fit_batches(config.data, batch_size=256))
+    # -- baselines (fitted on the train split, at the data's levels)
+    fit = baselines.fit_gaussian(
+        input_pipeline.fit_batches(config.data, batch_size=256), levels=levels
+    )
     g_bpd = fit.bpd(x)
     g_mean, g_sem = nll.mean_sem(g_bpd)
+    cat = baselines.fit_categorical(
+        input_pipeline.fit_batches(config.data, batch_size=256), levels=levels
+    )
+    c_mean, c_sem = nll.mean_sem(cat.bpd(test_u8))
     baseline = {
         "name": "gaussian",
-        "description": "N(mu, C), mean and covariance of the uniformly dequantised training "
-        "images in pixel space (C = Cov + (2/256)^2/12 I); closed form on the same test images",
+        "description": f"N(mu, C), mean and covariance of the uniformly dequantised training "
+        f"images in pixel space (C = Cov + (2/{levels})^2/12 I); closed form on the same test "
+        "images",
         "train_images": fit.num_images,
         "eigenvalue_floor": fit.floor,
         "num_images": int(len(x)),
@@ -140,6 +153,17 @@ def evaluate_trained(
         baseline["ode_check"] = baselines.ode_check(
             fit, basis, schedule, points[0], x[:k], g_bpd[:k], s
         )
+
+    baselines_out = {
+        "levels": levels,
+        "gaussian_bpd": g_mean,
+        "gaussian_bpd_se": g_sem,
+        "categorical_bpd": c_mean,
+        "categorical_bpd_se": c_sem,
+        "categorical_description": f"independent per-pixel {levels}-way categorical, add-1/2 "
+        "smoothing, fitted on the train split; exact discrete NLL of the same test images",
+    }
+    bound_num_t = int(s.get("bound_num_t") or 0)
 
     # -- FD: features, reference statistics, noise floor
     fd_infos = frechet.fd_setup(config, s, workdir)  # {"fd": classifier, "fid": Inception}
@@ -164,6 +188,7 @@ def evaluate_trained(
             atol=float(s["atol"]),
             solver=s["solver"],
             max_steps=int(s["max_steps"]),
+            levels=levels,
         )
         mean, sem = nll.mean_sem(res["bpd"])
         row = {
@@ -179,8 +204,11 @@ def evaluate_trained(
                 "nfe_mean": float(np.mean(res["nfe"])),
                 "gaussian_baseline_bpd": g_mean,
                 "beats_baseline": bool(mean < g_mean),
+                "categorical_baseline_bpd": c_mean,
             },
         }
+        if bound_num_t:
+            row["bound"] = bound_record(m, x, s, levels, bound_num_t)
         if fd_infos:  # one set of samples, compared in every feature space
             any_info = next(iter(fd_infos.values()))
             gen = generation.generate(
@@ -223,11 +251,13 @@ def evaluate_trained(
         "nll_settings": {
             **nll_desc,
             "num_images": int(len(x)),
+            "levels": levels,
             "dequantization": "uniform",
             "dequantization_seed": int(s["seed"]),
-            "units": "bits/dim (+7 for 8-bit data in [-1, 1])",
+            "units": f"bits/dim at {levels} levels (+log2(L/2) for data in [-1, 1])",
         },
         "baseline": baseline,
+        "baselines": baselines_out,
         "fd_settings": None,  # replaced below when the classifier FD is computed
         **{f"{key}_settings": frechet.fd_settings(info, s) for key, info in fd_infos.items()},
         "rows": rows,
@@ -239,3 +269,20 @@ def evaluate_trained(
         report.write_report(out, os.path.join(workdir, "eval.json"))
         print(report.format_table(out), flush=True)
     return out
+
+
+def bound_record(model, x, s, levels: int, num_t: int) -> dict:
+    """The variational bound of one family member with its three terms (bits/dim ± SE)."""
+    out = bound.bound_terms(
+        model,
+        x,
+        seed=int(s["seed"]) + 2,
+        num_t=num_t,
+        batch_size=int(s["batch_size"]),
+        levels=levels,
+    )
+    mean, sem = nll.mean_sem(out["bpd"])
+    terms = {}
+    for k, v in out["terms"].items():
+        terms[k], terms[f"{k}_se"] = nll.mean_sem(v)
+    return {"bpd": mean, "bpd_se": sem, "num_t": int(num_t), "terms": terms}

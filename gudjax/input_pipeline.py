@@ -66,6 +66,7 @@ from gudjax.datasets.sources import (
     DatasetInfo,
     DatasetNotFoundError,
     ImageSource,
+    _area_downsample,  # noqa: F401  (features reads it)
     image_shape,
     levels,
     load_split,

@@ -1,4 +1,4 @@
-"""Exact log-likelihoods through the probability-flow ODE (SPEC §7).
+"""Exact log-likelihoods through the probability-flow ODE (docs/maths.md §7).
 
 The PF-ODE dz/dt = f(z, t) = −½ β ⊙ (z + s(z, t)) is a deterministic flow from the data
 (t = 0) to the prior (t = 1). Along a trajectory the instantaneous change of variables gives
@@ -16,7 +16,7 @@ solver, entirely in-graph. The divergence term Σ_i β_i ∂s_i/∂z_i is
                 smooth function of t and the estimate of log p is unbiased).
 Then for images (|det U| = 1, z = c / s):
     log p(x) = log p(z_0) − Σ_i log s_i,
-    bpd = −log p(x) / (D ln 2) + 7      (8-bit data in [−1, 1], see `bits_per_dim`).
+    bpd = −log p(x) / (D ln 2) + log₂(L/2)   (data with L levels in [−1, 1], `bits_per_dim`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 import diffrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gudjax.process import gamma_fn_state
 from gudjax.sampling import ADAPTIVE_SOLVERS, _adaptive_solver, step_size_controller
@@ -168,23 +169,41 @@ def ode_log_likelihood(
     )
 
 
-def bits_per_dim(logp_z: Array, basis_or_log_scale_sum, dim: int, *, dequantized: bool = True):
-    """Bits per dimension of images from log p(z0), (B,) → (B,).
+def bits_per_dim(
+    logp_z: Array,
+    basis_or_log_scale_sum,
+    dim: int,
+    *,
+    dequantized: bool = True,
+    levels: int = 256,
+):
+    """Bits per dimension of images from log p(z0), (B,) → (B,) (docs/maths.md §7.3).
 
         log p(x) = log p(z0) − Σ_i log s_i              (x = Uᵀ(s ⊙ z) + μ, |det U| = 1)
-        bpd      = −log p(x) / (D ln 2) + 7             (dequantized=True)
+        bpd      = −log p(x) / (D ln 2) + log₂(L/2)     (dequantized=True)
 
-    Why + 7: 8-bit values k ∈ {0..255} are mapped to x = 2(k + u)/256 − 1 ∈ [−1, 1] with
-    u ~ U[0, 1) (uniform dequantisation), so one quantisation bin has width 2/256 = 2⁻⁷ in x.
-    A density over x becomes a density over the [0, 256) dequantised pixel scale by dividing
-    by the Jacobian 256/2 = 2⁷ per dimension: log₂ p(k + u) = log₂ p(x) − 7 D. The bpd of the
-    model in pixel units is therefore −log p(x)/(D ln 2) + 7, an upper bound on the discrete
-    negative log-likelihood in bits (Jensen over u). With dequantized=False the + 7 is left
-    out: plain −log p(x)/(D ln 2) of the continuous density in x.
+    Why log₂(L/2): level l ∈ {0..L−1} is mapped to x = 2(l + u)/L − 1 ∈ [−1, 1] with
+    u ~ U[0, 1) (uniform dequantisation), so one bin has width 2/L in x. A density over x
+    becomes a density over the dequantised level scale [0, L) by dividing by the Jacobian
+    (L/2) per dimension. The bpd is therefore −log p(x)/(D ln 2) + log₂(L/2) (+ 7 for 8-bit
+    data), an upper bound on the discrete negative log-likelihood in bits (Jensen over u).
+    With dequantized=False the offset is left out. This is the one definition of bits/dim:
+    the PF-ODE, the bound and the closed-form baselines all call it (the baselines with
+    log p(x) directly and a zero log-scale sum).
 
     `basis_or_log_scale_sum` is a `Basis` (its `log_scale_sum`) or the number Σ_i log s_i.
     """
     lss = getattr(basis_or_log_scale_sum, "log_scale_sum", basis_or_log_scale_sum)
-    logp_x = jnp.asarray(logp_z) - jnp.asarray(lss)
+    # host numbers (the closed-form baselines) stay float64 numpy; jax values stay jax
+    xp = jnp if isinstance(logp_z, jax.Array) or isinstance(lss, jax.Array) else np
+    logp_x = xp.asarray(logp_z) - xp.asarray(lss)
     bpd = -logp_x / (dim * math.log(2.0))
-    return bpd + 7.0 if dequantized else bpd
+    return bpd + level_offset(levels) if dequantized else bpd
+
+
+def level_offset(levels: int = 256) -> float:
+    """log₂(L/2): the bits/dim offset between a density in x ∈ [−1, 1] and one over the
+    dequantised level scale of data with L levels (7 for L = 256)."""
+    if not 2 <= int(levels) <= 256:
+        raise ValueError(f"levels={levels!r} must be an integer in [2, 256]")
+    return math.log2(int(levels) / 2.0)

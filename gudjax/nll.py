@@ -1,10 +1,11 @@
 """Negative log-likelihood in bits/dim through the PF-ODE (docs/maths.md §7).
 
-Test images k (uint8) are dequantised once with a fixed seed, x = 2(k + u)/256 − 1,
-u ~ U[0, 1) (`dequantize_uniform`), and the same x serve every family member and the
-baseline (common random numbers: differences between rows are not dequantisation noise).
+Test images (stored uint8 k, level l = round(k·(L − 1)/255) at the data's L levels) are
+dequantised once with a fixed seed, x = 2(l + u)/L − 1, u ~ U[0, 1) (`dequantize_uniform`),
+and the same x serve every family member, the bound and the baselines (common random
+numbers: differences between rows are not dequantisation noise).
     z_0 = U(x − μ)/s,   log p(z_0) = log N(z_1; 0, I) + ∫_0^1 ∇·f dt   (PF-ODE, diffrax),
-    log p(x) = log p(z_0) − Σ_i log s_i,   bpd = −log p(x)/(D ln 2) + 7,
+    log p(x) = log p(z_0) − Σ_i log s_i,   bpd = −log p(x)/(D ln 2) + log₂(L/2),
 with the divergence by Hutchinson (Rademacher probes, fixed along each trajectory and
 identical for every family member) or exactly. `mean_sem` gives the mean and standard error
 (std/√n) over images; with Hutchinson the error includes the probe noise. bpd is an upper
@@ -28,19 +29,40 @@ from gudjax import input_pipeline, likelihood, runtime
 from gudjax.score_model import ScoreModel
 
 
-def dequantize_uniform(images_uint8, seed: int) -> np.ndarray:
-    """x = 2(k + u)/256 − 1 with u ~ U[0, 1) from np.random.default_rng(seed), float32."""
+def dequantize_uniform(images_uint8, seed: int, levels: int = 256) -> np.ndarray:
+    """x = 2(l + u)/L − 1 with u ~ U[0, 1) from np.random.default_rng(seed), float32
+    (l = `input_pipeline.to_levels`(k, L))."""
     return input_pipeline.to_model_input(
-        images_uint8, dequantize="uniform", rng=np.random.default_rng(seed)
+        images_uint8, levels=levels, dequantize="uniform", rng=np.random.default_rng(seed)
     )
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("divergence", "num_probes", "rtol", "atol", "solver", "max_steps", "mesh"),
+    static_argnames=(
+        "divergence",
+        "num_probes",
+        "rtol",
+        "atol",
+        "solver",
+        "max_steps",
+        "mesh",
+        "levels",
+    ),
 )
 def bpd_batch(
-    model: ScoreModel, x, rng, *, divergence, num_probes, rtol, atol, solver, max_steps, mesh
+    model: ScoreModel,
+    x,
+    rng,
+    *,
+    divergence,
+    num_probes,
+    rtol,
+    atol,
+    solver,
+    max_steps,
+    mesh,
+    levels=256,
 ):
     """(bpd (B,), nfe (devices,)) of one batch x (B, H, W, C) on `mesh` (B a multiple of its
     device count): the PF-ODE likelihood of each device's rows, probes from `rng`."""
@@ -63,7 +85,7 @@ def bpd_batch(
             jump_ts=model.jump_ts(),
             rademacher=rademacher,
         )
-        bpd = likelihood.bits_per_dim(out["logp"], basis, basis.dim)
+        bpd = likelihood.bits_per_dim(out["logp"], basis, basis.dim, levels=levels)
         return bpd, out["nfe"][None]
 
     specs = (runtime.WHOLE, runtime.ROWS, runtime.WHOLE)
@@ -83,8 +105,10 @@ def nll_bpd(
     solver: str = "tsit5",
     max_steps: int = 4096,
     mesh: jax.sharding.Mesh | None = None,
+    levels: int = 256,
 ) -> dict:
-    """Bits/dim of dequantised images x (N, H, W, C) ∈ [−1, 1] under `model`.
+    """Bits/dim of dequantised images x (N, H, W, C) ∈ [−1, 1] under `model`, for data
+    with `levels` grey levels (`likelihood.bits_per_dim`).
 
     Returns {'bpd': (N,) float64, 'nfe': (num_batches,)} (nfe of a batch: the most vector
     field evaluations any device took). Batches of `batch_size` (the last one padded with
@@ -123,6 +147,7 @@ def nll_bpd(
             solver=solver,
             max_steps=int(max_steps),
             mesh=mesh,
+            levels=int(levels),
         )
         b = np.asarray(b, np.float64)[: c.num_real]
         if not np.all(np.isfinite(b)):

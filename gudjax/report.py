@@ -14,15 +14,17 @@ from gudjax.frechet import FD_KEYS
 
 def write_report(report: dict, path: str) -> str:
     """eval.json: {format_version, gudjax, workdir, checkpoint_step, params, dataset, split,
-    image_shape, dim, basis, schedule, trained_family, sweep, nll_settings, baseline
-    {bpd, bpd_sem, ode_check, ...}, fd_settings {name, feature_extractor, num_generated,
-    num_reference, sampler, steps, fd_train_vs_test, extractor_details}, fid_settings
-    (same fields, standard FID; only with config.eval.inception_weights), rows [{family,
-    standard_diffusion,
-    in_trained_range, warnings, nll {bpd, bpd_sem, num_images, estimator, solver, rtol,
-    atol, nfe_mean, gaussian_baseline_bpd, beats_baseline}, fd {name, value,
-    feature_extractor, num_generated, num_reference, sampler, steps}, fid {same, standard FID},
-    seconds}], plot}. fd_settings is None when the classifier FD is off."""
+    image_shape, dim, basis, schedule, trained_family, sweep, nll_settings (with levels),
+    baseline {bpd, bpd_sem, ode_check, ...}, baselines {levels, gaussian_bpd,
+    gaussian_bpd_se, categorical_bpd, categorical_bpd_se}, fd_settings {name,
+    feature_extractor, num_generated, num_reference, sampler, steps, fd_train_vs_test,
+    extractor_details}, fid_settings (same fields, standard FID; only with
+    config.eval.inception_weights), rows [{family, standard_diffusion, in_trained_range,
+    warnings, nll {bpd, bpd_sem, num_images, estimator, solver, rtol, atol, nfe_mean,
+    gaussian_baseline_bpd, beats_baseline, categorical_baseline_bpd}, bound {bpd, bpd_se,
+    num_t, terms {reconstruction, diffusion, prior, each with _se}}, fd {name, value,
+    feature_extractor, num_generated, num_reference, sampler, steps}, fid {same, standard
+    FID}, seconds}], plot}. fd_settings is None when the classifier FD is off."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(report, f, indent=2, default=_json_default)
@@ -61,6 +63,13 @@ def format_table(report: dict) -> str:
         f"baseline: best Gaussian N(mu, C) of the train data (closed form): "
         f"{b['bpd']:.4f} ± {b['bpd_sem']:.4f} bpd",
     ]
+    bs = report.get("baselines")
+    if bs:
+        lines[1] += f" at {bs['levels']} levels"
+        lines.append(
+            f"baseline: independent per-pixel {bs['levels']}-way categorical (train counts, "
+            f"add-1/2): {bs['categorical_bpd']:.4f} ± {bs['categorical_bpd_se']:.4f} bpd"
+        )
     oc = b.get("ode_check")
     if oc:
         lines.append(
@@ -77,8 +86,10 @@ def format_table(report: dict) -> str:
             f"{report['split']} images; train-vs-test floor {fd['fd_train_vs_test']['value']:.4g}"
         )
     names = list(report["rows"][0]["family"]) if report["rows"] else []
+    has_bound = any("bound" in r for r in report["rows"])
     header = (
         [*names, "NLL bpd", "± sem", "NFE"]
+        + (["bound bpd", "recon", "diffusion", "prior"] if has_bound else [])
         + [report[f"{k}_settings"]["name"] for k in fds]
         + ["standard diffusion"]
     )
@@ -90,6 +101,14 @@ def format_table(report: dict) -> str:
             f"{r['nll']['bpd_sem']:.4f}",
             f"{r['nll']['nfe_mean']:.0f}",
         ]
+        if has_bound:
+            bt = r.get("bound")
+            cells += (
+                [f"{bt['bpd']:.4f} ± {bt['bpd_se']:.4f}"]
+                + [f"{bt['terms'][k]:.4f}" for k in ("reconstruction", "diffusion", "prior")]
+                if bt
+                else ["-"] * 4
+            )
         cells += [f"{r[k]['value']:.4g}" for k in fds]
         cells.append(r["standard_diffusion"] or "-")
         table.append(cells)
