@@ -121,6 +121,12 @@ class _Writer:
             for k, v in scalars.items():
                 self.tb.add_scalar(k, float(v), int(step_))
 
+    def flush(self) -> None:
+        """Put the queued TensorBoard events on disk (before a checkpoint: so that after a
+        kill the events up to the checkpoint's step are there, and later ones are purged)."""
+        if self.tb is not None:
+            self.tb.flush()
+
     def close(self):
         if self.tb is not None:
             self.tb.close()
@@ -223,6 +229,7 @@ def _train(config, workdir: str) -> dict:
     def save(s: int) -> None:
         nonlocal last_saved
         flush()
+        writer.flush()
         ckpt.save(s, jax.device_get(state), meta=meta)
         last_saved = s
 

@@ -19,6 +19,7 @@ import random
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -165,6 +166,43 @@ def loss_rows(workdir) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in rows if "loss" in r]
 
 
+def metric_steps(workdir) -> list[int]:
+    """The step of every metrics.jsonl row (one row per logged step)."""
+    return [json.loads(line)["step"] for line in open(pathlib.Path(workdir) / "metrics.jsonl")]
+
+
+def tb_steps(workdir) -> dict[str, list[int]]:
+    """tag -> steps as TensorBoard shows them: the event files in name (= start time) order,
+    a SessionLog START at step s (tensorboardX's purge_step) drops the earlier events of
+    steps >= s, a record cut short by a kill ends its file."""
+    from tensorboardX.proto import event_pb2
+
+    seen: dict[str, list[int]] = {}
+    for path in sorted((pathlib.Path(workdir) / "tb").glob("events.out.tfevents.*")):
+        data, i = path.read_bytes(), 0
+        while i + 12 <= len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            record = data[i + 12:i + 12 + n]
+            if len(record) < n:
+                break
+            i += 12 + n + 4
+            ev = event_pb2.Event.FromString(record)
+            if ev.HasField("session_log") and ev.session_log.status == ev.session_log.START:
+                seen = {tag: [s for s in steps if s < ev.step] for tag, steps in seen.items()}
+            for v in ev.summary.value:
+                seen.setdefault(v.tag, []).append(ev.step)
+    return seen
+
+
+def assert_metrics_once_per_step(workdir, ref_workdir):
+    """metrics.jsonl and TensorBoard hold every logged step of the reference, each once."""
+    assert metric_steps(workdir) == metric_steps(ref_workdir) == list(range(1, N + 1))
+    tb, tb_ref = tb_steps(workdir), tb_steps(ref_workdir)
+    assert set(tb) == set(tb_ref) and "loss" in tb
+    for tag, steps in tb.items():
+        assert sorted(steps) == tb_ref[tag] == list(range(1, N + 1)), tag
+
+
 # ------------------------------------------------------------------ the reference run
 @pytest.fixture(scope="module")
 def ref(tmp_path_factory):
@@ -252,6 +290,7 @@ def test_sigkill_anywhere_then_resume_is_bit_identical(ref, tmp_path):
     assert p.wait(timeout=60) == -signal.SIGKILL
     first_kill = k1 = committed(ck_dir)[-1]
     assert 2 <= k1 < N
+    assert json.loads((wd / ".lock").read_text())["pid"] == p.pid  # left behind by kill -9
 
     # (b) during a checkpoint write, once keep-1 has deleted all older steps: the step
     # written before by this process is then the only good one
@@ -259,6 +298,10 @@ def test_sigkill_anywhere_then_resume_is_bit_identical(ref, tmp_path):
         p = env.start(wd, "--config.train.keep_checkpoints=1", log=f"b{attempt}")
         resumed = f"resumed from checkpoint at step {k1}"
         wait_for(p, lambda p=p, r=resumed: r in stderr_of(p), resumed, interval=0.05)
+        # the lock of the killed run (same host, PID gone) was taken over with a warning
+        assert re.search(r"took over the workdir lock of a run that is gone \(host \S+, PID "
+                         r"\d+, mode train, started .+\): process \d+ no longer exists",
+                         stderr_of(p)), stderr_of(p)[-3000:]
         wait_for(p, lambda k=k1: tmp_dirs(ck_dir) and [s > k for s in committed(ck_dir)] == [True],
                  "a checkpoint write with a single committed step, written by this run")
         p.send_signal(signal.SIGKILL)
@@ -281,8 +324,10 @@ def test_sigkill_anywhere_then_resume_is_bit_identical(ref, tmp_path):
     assert tmp_dirs(ck_dir) == []  # the partial write was ignored and cleaned up
     assert committed(ck_dir)[-1] == N
     assert_bit_identical(restore(wd, ref["abstract"], N), ref["final"])
-    # the log lost nothing and holds no step twice
+    # the log lost nothing and holds no step twice, in metrics.jsonl and in TensorBoard
     assert loss_rows(wd) == loss_rows(ref["wd"])
+    assert_metrics_once_per_step(wd, ref["wd"])
+    assert not (wd / ".lock").exists()
 
 
 # ------------------------------------------------------------------ 2. pre-emption
@@ -304,11 +349,51 @@ def test_sigterm_checkpoints_exits_0_and_resumes(ref, tmp_path):
     assert target <= n < N
     assert committed(ck_dir)[-1] == n and tmp_dirs(ck_dir) == []  # written and committed
     assert f"pre-empted at step {n}" in err and not (wd / "samples.png").exists()
+    assert not (wd / ".lock").exists()  # released on the way out
     rc, err = env.run(wd, log="b")
     assert rc == 0, err[-3000:]
-    assert f"resumed from checkpoint at step {n}" in err
+    assert f"resumed from checkpoint at step {n}" in err and "took over" not in err
     assert_bit_identical(restore(wd, ref["abstract"], N), ref["final"])
+    assert loss_rows(wd) == loss_rows(ref["wd"])
+    assert_metrics_once_per_step(wd, ref["wd"])
     print(f"SIGTERM at step {n}: exit 0 after {exit_s:.2f} s")
+
+
+# ------------------------------------------------------------------ 7. one writer
+@pytest.mark.slow
+def test_second_writer_is_refused_and_the_first_run_is_unaffected(ref, tmp_path):
+    """While a training run owns the workdir, the same command (and --mode=sample) exits 2
+    with one line naming the holder; the first run then finishes bit-identical to the
+    reference, with every metric once. The first run is paused (SIGSTOP) while the others
+    try, so they meet it however fast it trains."""
+    env = ref["env"]
+    wd = tmp_path / "run"
+    p = env.start(wd, log="first")
+    wait_for(p, lambda: committed(wd / "checkpoints"), "the first checkpoint", interval=0.01)
+    p.send_signal(signal.SIGSTOP)
+    try:
+        holder = json.loads((wd / ".lock").read_text())
+        assert holder["pid"] == p.pid and holder["mode"] == "train"
+        second = [env.start(wd, log="second"), env.start(wd, "--mode=sample", log="sample")]
+        for q in second:
+            q.wait(timeout=300)
+            err = stderr_of(q)
+            assert q.returncode == 2 and "Traceback" not in err, err[-3000:]
+            last = err.strip().splitlines()[-1]
+            assert re.fullmatch(
+                rf"error: workdir {re.escape(str(wd))} is in use by another run \(host "
+                rf"{re.escape(holder['host'])}, PID {p.pid}, mode train, started .+\); wait "
+                rf"for it to end or stop it, or use another --workdir \(if that run is gone for "
+                rf"sure, delete {re.escape(str(wd / '.lock'))}\)", last), last
+            assert sum(line.startswith("error:") for line in err.splitlines()) == 1
+        assert json.loads((wd / ".lock").read_text())["token"] == holder["token"]
+    finally:
+        p.send_signal(signal.SIGCONT)
+    assert p.wait(timeout=600) == 0, stderr_of(p)[-3000:]
+    assert_bit_identical(restore(wd, ref["abstract"], N), ref["final"])
+    assert loss_rows(wd) == loss_rows(ref["wd"])
+    assert_metrics_once_per_step(wd, ref["wd"])
+    assert not (wd / ".lock").exists() and not list(wd.glob("sample_*"))
 
 
 # ------------------------------------------------------------------ 3. corruption
