@@ -28,12 +28,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gudjax import runtime, sampling
+from gudjax import runtime, sampling, solvers
 from gudjax.score_model import ScoreModel
 
 log = logging.getLogger("gudjax")
 
-SOLVERS = ("sde", "ode")
+#: 'sde', 'ode' (above); 'ddim', 'ddim_sde' (η = config.sample.eta), 'dpmpp_2m', 'heun' (the
+#: per-component exponential integrators of `gudjax.solvers`, docs/maths.md §10.5) and their
+#: '_g' forms with the component variances e^ρ as the exact linear part.
+SOLVERS = tuple(solvers.SAMPLERS)
 
 
 def check_solver(solver: str, field: str = "config.sample.solver") -> str:
@@ -43,11 +46,17 @@ def check_solver(solver: str, field: str = "config.sample.solver") -> str:
     return solver
 
 
-@functools.partial(jax.jit, static_argnames=("num", "solver", "steps", "mesh"))
-def sample_batch(model: ScoreModel, rng, mask=None, z0=None, *, num, solver, steps, mesh):
+@functools.partial(
+    jax.jit, static_argnames=("num", "solver", "steps", "mesh", "time_grid", "eta")
+)
+def sample_batch(
+    model: ScoreModel, rng, mask=None, z0=None, *, num, solver, steps, mesh, time_grid=None,
+    eta=1.0,
+):
     """One batch of `num` images (num, H, W, C) in [−1, 1] on `mesh` (num a multiple of its
     device count): z_1 from split(rng)[0], the sampler's own noise from split(rng)[1].
-    `mask` (D,) or (num, D) and `z0` (num, D): known components (None: unconditional)."""
+    `mask` (D,) or (num, D) and `z0` (num, D): known components (None: unconditional).
+    `time_grid`: `solvers.TIME_GRIDS` (None: the sampler's default); `eta`: 'ddim_sde' only."""
     d = model.basis.dim
     b = num // runtime.num_devices(mesh)
     k1, k2 = jax.random.split(rng)
@@ -58,13 +67,10 @@ def sample_batch(model: ScoreModel, rng, mask=None, z0=None, *, num, solver, ste
         z1 = normal(k1, (b, d), jnp.float32)
         score_fn, gamma_fn = model.score_fn(), model.gamma_fn()
         kn = sampling.Known(*known_parts) if known else None
-        if solver == "sde":
-            z = sampling.sde_sample(k2, score_fn, gamma_fn, z1, steps, known=kn, normal=normal)
-        else:
-            rng_known = k2 if known else None
-            z = sampling.ode_sample(
-                score_fn, gamma_fn, z1, steps, known=kn, rng=rng_known, normal=normal
-            )
+        z = solvers.run(
+            solver, k2, score_fn, gamma_fn, z1, steps, time_grid=time_grid, eta=eta, known=kn,
+            normal=normal, data_var=jnp.exp(model.schedule.rho),
+        )
         return jnp.clip(model.basis.decode(z), -1.0, 1.0)
 
     args, specs = (model, k1, k2), [runtime.WHOLE] * 3
@@ -85,14 +91,20 @@ def generate(
     mesh: jax.sharding.Mesh | None = None,
     known: sampling.Known | None = None,
     progress: bool = False,
+    time_grid: str | None = None,
+    eta: float = 1.0,
 ) -> np.ndarray:
     """`num` images in [−1, 1] (num, H, W, C) numpy, in batches of `batch_size` (one
-    compilation; batch i uses fold_in(rng, i)). `solver`: 'sde' | 'ode'; `steps`: sampler
-    steps. `known`: `sampling.Known(mask (D,) or (num, D), z0 (num, D))` in component space
+    compilation; batch i uses fold_in(rng, i)). `solver`: one of `SOLVERS`; `steps`: sampler
+    steps (`solvers.nfe` network calls); `time_grid`: where the steps go
+    (`solvers.TIME_GRIDS`, None: the sampler's default); `eta`: noise of 'ddim_sde'.
+    `known`: `sampling.Known(mask (D,) or (num, D), z0 (num, D))` in component space
     (conditioning by replacement) or None. `mesh`: default all local devices
     (`runtime.batch_mesh`); the result does not depend on it. `progress` logs each batch.
     """
     check_solver(solver)
+    if time_grid is not None:
+        solvers.check_time_grid(time_grid)
     num, d = int(num), model.basis.dim
     mesh = runtime.batch_mesh() if mesh is None else mesh
     mask = z0 = mask_rows = None
@@ -123,6 +135,8 @@ def generate(
             solver=solver,
             steps=int(steps),
             mesh=mesh,
+            time_grid=time_grid,
+            eta=float(eta),
         )
         out.append(np.asarray(x)[: c.num_real])
         if progress:

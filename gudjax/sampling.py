@@ -115,6 +115,16 @@ def _prepare_known(known: Known | None, z: Array):
     return mask, z0
 
 
+def _grid(ts, num_steps: int, t_end) -> Array:
+    """The uniform grid, or the given one (N + 1,) checked for its shape."""
+    if ts is None:
+        return time_grid(num_steps, t_end)
+    ts = jnp.asarray(ts, jnp.float32)
+    if ts.shape != (num_steps + 1,):
+        raise ValueError(f"ts has shape {tuple(ts.shape)}, expected ({num_steps + 1},)")
+    return ts
+
+
 def _check_z(z1: Array) -> Array:
     z1 = jnp.asarray(z1)
     if z1.ndim != 2:
@@ -145,6 +155,7 @@ def sde_sample(
     t_end: float = 0.0,
     known: Known | None = None,
     normal=None,
+    ts: Array | None = None,
 ) -> Array:
     """Euler–Maruyama on the reverse SDE from t = 1 to t_end; returns z at t_end, (B, D).
 
@@ -153,13 +164,14 @@ def sde_sample(
     and no noise on the last step (the usual "denoised" final step). `num_steps` is static.
     `normal(key, shape, dtype)` draws the Gaussian noise (default `jax.random.normal`; the
     per-device samplers pass `runtime.global_draw` so noise does not depend on the devices).
+    `ts` (N + 1,) decreasing from 1 to t_end replaces the uniform grid (`solvers.make_time_grid`).
     """
     normal = jax.random.normal if normal is None else normal
     z1 = _check_z(z1)
     num_steps = _check_steps(num_steps)
     _check_t_end(t_end)
     mask, z0k = _prepare_known(known, z1)
-    ts = time_grid(num_steps, t_end)
+    ts = _grid(ts, num_steps, t_end)
     rng_init, rng_steps = jax.random.split(rng)
     keys = jax.random.split(rng_steps, num_steps)
     last = jnp.arange(num_steps) == num_steps - 1
@@ -197,6 +209,7 @@ def ode_sample(
     known: Known | None = None,
     rng: Array | None = None,
     normal=None,
+    ts: Array | None = None,
 ) -> Array:
     """Heun's method on the PF-ODE dz/dt = f(z, t) = −½ β ⊙ (z + s) from t = 1 to t_end.
 
@@ -205,13 +218,14 @@ def ode_sample(
     With `known`, `rng` draws the one fixed ε per trajectory; the predictor ẑ also gets the
     known components at t' before d₂ is evaluated. Deterministic without `known`.
     `normal(key, shape, dtype)` draws ε (default `jax.random.normal`, see `sde_sample`).
+    `ts` (N + 1,) replaces the uniform grid (as in `sde_sample`).
     """
     normal = jax.random.normal if normal is None else normal
     z1 = _check_z(z1)
     num_steps = _check_steps(num_steps)
     _check_t_end(t_end)
     mask, z0k = _prepare_known(known, z1)
-    ts = time_grid(num_steps, t_end)
+    ts = _grid(ts, num_steps, t_end)
     z = z1
     eps = None
     if mask is not None:

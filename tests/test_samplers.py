@@ -1,0 +1,119 @@
+"""Few-step samplers (gudjax.solvers): frozen components, time grids, oracle accuracy,
+conditional generation and selection through generation.generate."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gudjax import generation, sampling, schedules, solvers
+from gudjax.oracle import GaussianOracle, random_gaussian
+
+PLAIN = ("ddim", "ddim_sde", "dpmpp_2m", "heun")
+
+
+def _run(solver, score_fn, gamma_fn, z1, steps, **kw):
+    kw.setdefault("data_var", jnp.ones(z1.shape[-1]))
+    return solvers.run(solver, jax.random.key(1), score_fn, gamma_fn, z1, steps, **kw)
+
+
+def _std_score(z, t):
+    return -z
+
+
+@pytest.mark.parametrize("solver", list(solvers.SAMPLERS))
+def test_frozen_components_bit_for_bit(solver):
+    """Components whose γ does not change over the steps come out exactly unchanged."""
+    d = 6
+    frozen = jnp.arange(d) < 3
+
+    def gamma_fn(t):
+        moving = -7.0 + 12.0 * t
+        return jnp.where(frozen, -2.0, moving) * jnp.ones(d)
+
+    z1 = jax.random.normal(jax.random.key(0), (4, d)) * 3.0
+    score = lambda z, t: -z / (1.0 + t) + 0.3 * jnp.roll(z, 1, axis=-1)
+    out = jax.jit(lambda z: _run(solver, score, gamma_fn, z, 5))(z1)
+    assert np.all(np.isfinite(np.asarray(out)))
+    np.testing.assert_array_equal(np.asarray(out[:, :3]), np.asarray(z1[:, :3]))
+    assert not np.allclose(np.asarray(out[:, 3:]), np.asarray(z1[:, 3:]))
+
+
+@pytest.mark.parametrize("kind", solvers.TIME_GRIDS)
+def test_time_grids(kind):
+    sch = schedules.make_schedule("column", None, dim=16, labels=np.linspace(0, 1, 16), b=0.8)
+    ts = np.asarray(solvers.make_time_grid(lambda t: sch.gamma(t), 10, kind))
+    assert ts.shape == (11,) and ts[0] == 1.0 and ts[-1] == 0.0
+    assert np.all(np.diff(ts) < 0)
+    with pytest.raises(ValueError, match="time_grid"):
+        solvers.make_time_grid(lambda t: sch.gamma(t), 10, "nope")
+
+
+def test_arc_grid_puts_no_steps_where_nothing_moves():
+    """γ constant on [0.5, 1]: the arc-length grid spends every step below t = 0.5."""
+    gamma_fn = lambda t: jnp.minimum(t, 0.5) * jnp.linspace(1.0, 4.0, 5)
+    ts = np.asarray(solvers.make_time_grid(gamma_fn, 8, "arc"))
+    assert np.all(ts[1:] <= 0.5 + 1e-3)
+
+
+@pytest.fixture(scope="module")
+def oracle_setup():
+    from gudjax import bases
+
+    shape = (4, 4, 1)
+    mu, cov = random_gaussian(0, shape)
+    x = np.random.default_rng(0).multivariate_normal(mu, cov, 2000).reshape(-1, *shape)
+    basis = bases.fit_basis("pca", [x.astype(np.float32)], whiten=True)
+    sch = schedules.make_schedule("soft", basis, labels="variance", a=1.0)
+    oracle = GaussianOracle.from_data(basis, mu, cov)
+    return basis, sch, oracle, cov
+
+
+def _oracle_err(oracle_setup, solver, steps):
+    """Sigma points through a deterministic sampler: exact output covariance (no Monte Carlo)."""
+    basis, sch, oracle, cov = oracle_setup
+    gamma_fn = lambda t: sch.gamma(t)
+    score_fn = oracle.z_only().score_fn(gamma_fn)
+    z1 = oracle.sigma_points(gamma_fn(1.0))
+    z = _run(solver, score_fn, gamma_fn, z1, steps, data_var=jnp.exp(sch.rho))
+    x = np.asarray(basis.decode(z), np.float64).reshape(z.shape[0], -1)
+    return np.linalg.norm(np.cov(x, rowvar=False, bias=True) - cov) / np.linalg.norm(cov)
+
+
+@pytest.mark.parametrize("solver,steps,tol", [("dpmpp_2m_g", 10, 0.005), ("heun_g", 5, 0.01)])
+def test_oracle_covariance_few_steps(oracle_setup, solver, steps, tol):
+    err = _oracle_err(oracle_setup, solver, steps)
+    assert err < tol, err
+
+
+@pytest.mark.parametrize("solver,order", [("ddim", 1), ("dpmpp_2m", 2), ("heun", 2)])
+def test_plain_samplers_converge(oracle_setup, solver, order):
+    """Plain frames on whitened data: the error falls with the steps at their order."""
+    e1, e2 = _oracle_err(oracle_setup, solver, 8), _oracle_err(oracle_setup, solver, 32)
+    assert e2 < e1 / (2.0 if order == 1 else 3.0), (e1, e2)
+
+
+@pytest.mark.parametrize("solver", PLAIN)
+def test_known_components_are_returned_exactly(solver):
+    d = 5
+    gamma_fn = lambda t: (-7.0 + 12.0 * t) * jnp.ones(d)
+    z1 = jax.random.normal(jax.random.key(0), (3, d))
+    mask = jnp.arange(d) < 2
+    z0 = jnp.full((3, d), 0.7)
+    out = _run(solver, _std_score, gamma_fn, z1, 4, known=sampling.Known(mask, z0))
+    np.testing.assert_array_equal(np.asarray(out[:, :2]), np.float32(0.7))
+
+
+def test_generate_selects_new_solvers(oracle_setup):
+    from gudjax.score_model import oracle_model
+
+    basis, sch, oracle, _ = oracle_setup
+    model = oracle_model(oracle, basis, sch)
+    for solver in ("dpmpp_2m", "heun_g", "ddim_sde"):
+        x = generation.generate(model, 4, rng=jax.random.key(0), solver=solver, steps=3,
+                                batch_size=4, time_grid="arc")
+        assert x.shape == (4, 4, 4, 1) and np.all(np.isfinite(x))
+    with pytest.raises(ValueError, match="config.sample.solver"):
+        generation.check_solver("rk9")
+    with pytest.raises(ValueError, match="time_grid"):
+        generation.generate(model, 4, rng=jax.random.key(0), solver="ddim", time_grid="x")
