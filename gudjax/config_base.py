@@ -135,8 +135,13 @@ def base_config() -> ml_collections.ConfigDict:
         dict(num_steps=100_000, log_every=50, checkpoint_every=5_000, sample_every=0,
              keep_checkpoints=3, loss_weighting="unweighted", progress=True)
     )
-    # Sampling: solver sde|ode, steps, number of images; family members via e.g. sample.a.
+    # Sampling: solver (gudjax.generation.SOLVERS: sde | ode | ddim | ddim_sde | dpmpp_2m |
+    # heun and the _g forms), steps, number of images; family members via e.g. sample.a.
     c.sample = ml_collections.ConfigDict(dict(solver="sde", steps=250, num=64, seed=0))
+    # Where the steps go (gudjax.solvers.TIME_GRIDS: uniform | lambda | edm | arc); None =
+    # the solver's default. eta: the noise of ddim_sde (1 = the DDPM posterior step).
+    c.sample.time_grid = ml_collections.config_dict.placeholder(str)
+    c.sample.eta = 1.0
     # Conditional generation (gudjax/conditional.py) from --mode=sample: an inpainting
     # mask spec ("left:K", "right:K", "top:K", "bottom:K", "center:K", "box:r0:r1:c0:c1",
     # or a .npy file, True = known), or image extension by sliding the window K columns.
