@@ -117,3 +117,20 @@ def test_generate_selects_new_solvers(oracle_setup):
         generation.check_solver("rk9")
     with pytest.raises(ValueError, match="time_grid"):
         generation.generate(model, 4, rng=jax.random.key(0), solver="ddim", time_grid="x")
+
+
+def test_bench_samplers_tiny(tmp_path):
+    import json
+
+    from experiments import bench_samplers
+
+    path = tmp_path / "b.json"
+    bench_samplers.main(["--json", str(path), "--nfes", "4", "--samplers", "sde,dpmpp_2m_g",
+                         "--schedules", "standard", "--n-mc", "400"])
+    rows = json.loads(path.read_text())["rows"]
+    assert {r["sampler"] for r in rows} == {"sde", "dpmpp_2m_g"}
+    for r in rows:
+        assert {"sampler", "nfe", "schedule", "oracle_cov_err", "floor"} <= set(r)
+        assert r["nfe"] <= 4
+    det = next(r for r in rows if r["sampler"] == "dpmpp_2m_g")
+    assert det["floor"] == 0.0 and det["oracle_cov_err"] < 0.05

@@ -1,0 +1,187 @@
+"""Sampler quality vs network calls (NFE): the Gaussian oracle, and FD of a trained model.
+
+    python -m experiments.bench_samplers [--quick] --json PATH
+    python -m experiments.bench_samplers --quick --json PATH \
+        --workdir W --config configs/digits_haar.py[:arg]        # adds FD rows (1000 samples)
+
+Oracle rows (exact score, `experiments.oracle_check`'s 8×8×1 Gaussian and fitted bases), for
+every sampler of `gudjax.solvers.SAMPLERS` and NFE ∈ {5, 10, 20, 50, 100, 200} (with --quick
+{5, 10, 20}, plus Euler–Maruyama and Heun at 100), on three schedules:
+  standard        PCA, white prior, soft a = 1 (variance labels): standard diffusion,
+  soft            PCA, whitened, soft a = 3 clipped (component-wise windows),
+  near_sequential pixel, whitened, column b = 0.9 (columns generated nearly one by one).
+`oracle_cov_err` = ‖Ĉ − C‖_F/‖C‖_F of the samples in image space. Deterministic samplers run
+the 2D sigma points of the exact p_1 (the flow is affine for the oracle's linear score, so
+this is their exact output covariance; `floor` = 0). Stochastic ones ('sde', 'ddim_sde') run
+n exact p_1 samples; `floor` is the expected Monte-Carlo error of an n-sample covariance and
+`cov_err_debiased` = √max(err² − floor², 0). Steps per sampler: the most with
+`solvers.nfe(sampler, steps)` ≤ NFE (`nfe` in the row is the actual count).
+
+FD rows (`--workdir`): the trained model's samples (1000, `--fd-samples`) through
+`generation.generate`, the project's classifier FD against the test split (`gudjax.frechet`),
+samples saved per point in W/bench_samplers/{sampler}_nfe{n}.npz (images in [−1, 1]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import oracle_check as oc
+from gudjax import schedules, solvers
+from gudjax.oracle import GaussianOracle
+
+NFES = (5, 10, 20, 50, 100, 200)
+QUICK_NFES = (5, 10, 20)
+#: Extra points of --quick: the references the targets compare with.
+QUICK_EXTRA = (("sde", 100), ("ode", 100))
+SCHEDULES = {
+    "standard": ("pca", False, "soft", dict(labels="variance", a=1.0)),
+    "soft": ("pca", True, "soft", dict(labels="variance", a=3.0, clip=True)),
+    "near_sequential": ("pixel", True, "column", dict(b=0.9)),
+}
+SHAPE = (8, 8, 1)
+
+
+def steps_for(solver: str, nfe: int) -> int:
+    """The most steps with at most `nfe` network calls (at least 1)."""
+    steps = 1
+    while solvers.nfe(solver, steps + 1) <= nfe:
+        steps += 1
+    return steps
+
+
+def oracle_setup(name: str):
+    basis_name, whiten, family, kw = SCHEDULES[name]
+    mu, cov = oc.gaussian(SHAPE)
+    basis = oc.fitted_basis(basis_name, SHAPE).with_prior(whiten)
+    schedule = schedules.make_schedule(family, basis, **kw)
+    return basis, schedule, GaussianOracle.from_data(basis, mu, cov), cov
+
+
+@functools.partial(jax.jit, static_argnames=("solver", "steps"))
+def _z0(oracle, schedule, z1, rng, *, solver, steps):
+    gamma_fn = lambda t: schedule.gamma(t)
+    return solvers.run(
+        solver, rng, oracle.score_fn(gamma_fn), gamma_fn, z1, steps,
+        data_var=jnp.exp(schedule.rho),
+    )
+
+
+def oracle_rows(nfes, n_mc: int, extra=(), *, names=None, samplers=None, log=print) -> list[dict]:
+    """Rows for the `names` of SCHEDULES (all) × `samplers` (all) × nfes, plus `extra`."""
+    rows = []
+    samplers = tuple(solvers.SAMPLERS) if samplers is None else tuple(samplers)
+    for name in SCHEDULES if names is None else names:
+        basis, schedule, oracle, cov = oracle_setup(name)
+        z_only = oracle.z_only()
+        g1 = schedule.gamma(1.0)
+        points = oracle.sigma_points(g1)
+        mc = oracle.sample(jax.random.key(7), g1, n_mc)
+        points_list = [(s, n) for s in samplers for n in nfes] + list(extra)
+        for solver, target in points_list:
+            stochastic = solvers.SAMPLERS[solver][2]
+            steps = steps_for(solver, target)
+            t0 = time.perf_counter()
+            z = _z0(z_only, schedule, mc if stochastic else points, jax.random.key(3),
+                    solver=solver, steps=steps)
+            x = np.asarray(basis.decode(z), np.float64).reshape(z.shape[0], -1)
+            err = oc.cov_rel_error(x, cov, population=not stochastic)
+            floor = oc.mc_floor(cov, n_mc) if stochastic else 0.0
+            row = dict(
+                sampler=solver, schedule=name, nfe=solvers.nfe(solver, steps),
+                nfe_target=target, steps=steps,
+                time_grid=solvers.default_time_grid(solver),
+                oracle_cov_err=err, floor=floor,
+                cov_err_debiased=math.sqrt(max(err * err - floor * floor, 0.0))
+                if math.isfinite(err) else err,
+                n=int(z.shape[0]), seconds=time.perf_counter() - t0,
+            )
+            rows.append(row)
+            log(f"{name:16s} {solver:11s} nfe={row['nfe']:3d} err={err:.4f} "
+                f"floor={floor:.4f} ({row['seconds']:.1f} s)")
+    return rows
+
+
+def fd_rows(workdir: str, config_path: str, nfes, num: int, log=print) -> list[dict]:
+    """FD vs NFE of the trained model in `workdir` (samples saved per point)."""
+    from gudjax import evaluate, features, frechet, generation, run, sweeps
+    from gudjax.config_base import load_config_file
+    from gudjax.score_model import network_model
+
+    path, _, arg = config_path.partition(":")
+    config = load_config_file(path, arg or None)
+    basis, schedule, graphdef, state, step = run.load_trained(config, workdir)
+    model = network_model(graphdef, state["ema_params"], basis, schedule,
+                          sweeps.family_member(config))
+    s = evaluate.eval_settings(config)
+    info = frechet.fd_setup(config, s, workdir)["fd"]
+    out_dir = os.path.join(workdir, "bench_samplers")
+    os.makedirs(out_dir, exist_ok=True)
+    rows = []
+    for solver in solvers.SAMPLERS:
+        for target in nfes:
+            steps = steps_for(solver, target)
+            t0 = time.perf_counter()
+            images = generation.generate(model, num, rng=jax.random.PRNGKey(0), solver=solver,
+                                         steps=steps, batch_size=min(num, 250))
+            fd = features.frechet_distance(
+                *features.feature_stats(info["extractor"](frechet.as_real_images(images))),
+                info["ref_mean"], info["ref_cov"],
+            )
+            nfe = solvers.nfe(solver, steps)
+            np.savez_compressed(os.path.join(out_dir, f"{solver}_nfe{nfe}.npz"), images=images)
+            rows.append(dict(sampler=solver, nfe=nfe, steps=steps, schedule=config.schedule.name,
+                             fd=float(fd), step=int(step), num=num,
+                             seconds=time.perf_counter() - t0))
+            log(f"FD {solver:11s} nfe={nfe:3d} fd={fd:.3f} ({rows[-1]['seconds']:.0f} s)")
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--json", required=True)
+    p.add_argument("--workdir")
+    p.add_argument("--config", default="configs/digits_haar.py")
+    p.add_argument("--fd-samples", type=int, default=1000)
+    p.add_argument("--n-mc", type=int, default=None)
+    p.add_argument("--nfes", help="comma-separated NFE list (default: the preset's)")
+    p.add_argument("--samplers", help="comma-separated subset of the samplers")
+    p.add_argument("--schedules", help=f"comma-separated subset of {', '.join(SCHEDULES)}")
+    a = p.parse_args(argv)
+    nfes = QUICK_NFES if a.quick else NFES
+    if a.nfes:
+        nfes = tuple(int(n) for n in a.nfes.split(","))
+    samplers = a.samplers.split(",") if a.samplers else None
+    names = a.schedules.split(",") if a.schedules else None
+    for bad in set(samplers or ()) - set(solvers.SAMPLERS):
+        raise ValueError(
+            f"unknown --samplers entry {bad!r}; allowed: {', '.join(solvers.SAMPLERS)}"
+        )
+    for bad in set(names or ()) - set(SCHEDULES):
+        raise ValueError(f"unknown --schedules entry {bad!r}; allowed: {', '.join(SCHEDULES)}")
+    n_mc = a.n_mc or (8000 if a.quick else 20000)
+    t0 = time.time()
+    extra = QUICK_EXTRA if a.quick and samplers is None else ()
+    rows = oracle_rows(nfes, n_mc, extra, names=names, samplers=samplers)
+    if a.workdir:
+        rows += fd_rows(a.workdir, a.config, nfes, a.fd_samples)
+    out = dict(rows=rows, nfes=list(nfes), n_mc=n_mc, quick=a.quick,
+               wall_seconds=time.time() - t0, devices=str(jax.devices()[0].platform))
+    with open(a.json, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"wrote {a.json} ({len(rows)} rows, {out['wall_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
