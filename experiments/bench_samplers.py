@@ -3,6 +3,8 @@
     python -m experiments.bench_samplers [--quick] --json PATH
     python -m experiments.bench_samplers --quick --json PATH \
         --workdir W --config configs/digits_haar.py[:arg]        # adds FD rows (1000 samples)
+    python -m experiments.bench_samplers --no-oracle --efficiency --json PATH --workdir W \
+        --config configs/digits_haar.py[:arg]      # ms per network call vs a bare forward pass
 
 Oracle rows (exact score, `experiments.oracle_check`'s 8×8×1 Gaussian and fitted bases), for
 every sampler of `gudjax.solvers.SAMPLERS` and NFE ∈ {5, 10, 20, 50, 100, 200} (with --quick
@@ -111,9 +113,9 @@ def oracle_rows(nfes, n_mc: int, extra=(), *, names=None, samplers=None, log=pri
     return rows
 
 
-def fd_rows(workdir: str, config_path: str, nfes, num: int, log=print) -> list[dict]:
-    """FD vs NFE of the trained model in `workdir` (samples saved per point)."""
-    from gudjax import evaluate, features, frechet, generation, run, sweeps
+def load_model(workdir: str, config_path: str):
+    """(config, ScoreModel of the EMA parameters, step) of a trained workdir."""
+    from gudjax import run, sweeps
     from gudjax.config_base import load_config_file
     from gudjax.score_model import network_model
 
@@ -122,6 +124,42 @@ def fd_rows(workdir: str, config_path: str, nfes, num: int, log=print) -> list[d
     basis, schedule, graphdef, state, step = run.load_trained(config, workdir)
     model = network_model(graphdef, state["ema_params"], basis, schedule,
                           sweeps.family_member(config))
+    return config, model, step
+
+
+def efficiency(model, *, batch: int = 16, steps: int = 10, repeats: int = 3) -> dict:
+    """Sampler seconds per network call vs one bare jitted score call at the same batch,
+    timed round-robin in one process (the ratios hold on a loaded machine)."""
+    from experiments.bench_common import interleaved_medians
+    from gudjax import generation, runtime
+
+    one = runtime.batch_mesh(jax.local_devices()[:1])
+    d = model.basis.dim
+    z = jax.random.normal(jax.random.key(0), (batch, d))
+    score = jax.jit(lambda m, z, t: m.score_fn()(z, t))
+    calls = {"forward": lambda: score(model, z, jnp.float32(0.5))}
+    for solver in solvers.SAMPLERS:
+        fn = functools.partial(generation.sample_batch, num=batch, solver=solver, steps=steps,
+                               mesh=one)
+        calls[solver] = functools.partial(fn, model, jax.random.PRNGKey(1))
+    for c in calls.values():
+        jax.block_until_ready(c())  # compile
+    t = interleaved_medians(calls, repeats=repeats, warmup=1)
+    rows = []
+    for solver in solvers.SAMPLERS:
+        n = solvers.nfe(solver, steps)
+        per_call = t[solver] / n
+        rows.append(dict(sampler=solver, steps=steps, nfe=n, batch=batch,
+                         seconds=t[solver], ms_per_nfe=1e3 * per_call,
+                         ratio_to_forward=per_call / t["forward"]))
+    return {"forward_ms": 1e3 * t["forward"], "batch": batch, "rows": rows}
+
+
+def fd_rows(workdir: str, config_path: str, nfes, num: int, log=print) -> list[dict]:
+    """FD vs NFE of the trained model in `workdir` (samples saved per point)."""
+    from gudjax import evaluate, features, frechet, generation
+
+    config, model, step = load_model(workdir, config_path)
     s = evaluate.eval_settings(config)
     info = frechet.fd_setup(config, s, workdir)["fd"]
     out_dir = os.path.join(workdir, "bench_samplers")
@@ -154,6 +192,9 @@ def main(argv=None) -> int:
     p.add_argument("--config", default="configs/digits_haar.py")
     p.add_argument("--fd-samples", type=int, default=1000)
     p.add_argument("--n-mc", type=int, default=None)
+    p.add_argument("--efficiency", action="store_true",
+                   help="with --workdir: sampler time per network call vs a bare forward pass")
+    p.add_argument("--no-oracle", action="store_true")
     p.add_argument("--nfes", help="comma-separated NFE list (default: the preset's)")
     p.add_argument("--samplers", help="comma-separated subset of the samplers")
     p.add_argument("--schedules", help=f"comma-separated subset of {', '.join(SCHEDULES)}")
@@ -172,10 +213,16 @@ def main(argv=None) -> int:
     n_mc = a.n_mc or (8000 if a.quick else 20000)
     t0 = time.time()
     extra = QUICK_EXTRA if a.quick and samplers is None else ()
-    rows = oracle_rows(nfes, n_mc, extra, names=names, samplers=samplers)
-    if a.workdir:
+    rows = [] if a.no_oracle else oracle_rows(nfes, n_mc, extra, names=names, samplers=samplers)
+    eff = None
+    if a.workdir and a.efficiency:
+        eff = efficiency(load_model(a.workdir, a.config)[1])
+        for r in eff["rows"]:
+            print(f"{r['sampler']:11s} {r['ms_per_nfe']:8.2f} ms/NFE  "
+                  f"{r['ratio_to_forward']:.2f}x forward ({eff['forward_ms']:.2f} ms)")
+    elif a.workdir:
         rows += fd_rows(a.workdir, a.config, nfes, a.fd_samples)
-    out = dict(rows=rows, nfes=list(nfes), n_mc=n_mc, quick=a.quick,
+    out = dict(rows=rows, efficiency=eff, nfes=list(nfes), n_mc=n_mc, quick=a.quick,
                wall_seconds=time.time() - t0, devices=str(jax.devices()[0].platform))
     with open(a.json, "w") as f:
         json.dump(out, f, indent=1)
