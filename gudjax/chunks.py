@@ -119,6 +119,10 @@ class ChunkStore:
         self.loaded = 0
         if write:
             os.makedirs(self.directory, exist_ok=True)
+            for name in os.listdir(self.directory):  # left by a kill mid-write (one writer:
+                if name.endswith(".tmp"):  # the workdir lock)
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self.directory, name))
             key_path = os.path.join(self.directory, "key.json")
             if not os.path.exists(key_path):
                 self._atomic(

@@ -40,6 +40,7 @@ import gudjax
 from gudjax import (
     baselines,
     bound,
+    chunks,
     features,
     frechet,
     generation,
@@ -107,10 +108,33 @@ def nll_description(s) -> dict:
     }
 
 
+def eval_chunk_store(config, workdir: str, params, x, stop=None) -> chunks.ChunkStore:
+    """The store of finished eval chunks, `<workdir>/eval_chunks/<key>/`: keyed by the
+    parameters' bytes, the images, the device count and the config (all but eval.sweep,
+    so that added sweep points reuse the finished ones)."""
+    cfg = json.loads(config.to_json_best_effort())
+    cfg.get("eval", {}).pop("sweep", None)
+    key = {
+        "job": "eval",
+        "gudjax": gudjax.__version__,
+        "params": chunks.array_digest(jax.tree.leaves(jax.device_get(params))),
+        "images": chunks.array_digest([x]),
+        "devices": jax.device_count(),
+        "config": cfg,
+    }
+    return chunks.ChunkStore(
+        os.path.join(workdir, "eval_chunks"), key, stop=stop, write=jax.process_index() == 0
+    )
+
+
 def evaluate_trained(
-    config, workdir: str, *, basis, schedule, graphdef, params, step_: int
+    config, workdir: str, *, basis, schedule, graphdef, params, step_: int, stop=None
 ) -> dict:
-    """Evaluate restored EMA `params` (see the module docstring); writes eval.json."""
+    """Evaluate restored EMA `params` (see the module docstring); writes eval.json.
+
+    Finished chunks (NLL batches, bound, baseline check, FD per family point) are stored
+    as they finish (`eval_chunk_store`) and reused by a restart; with `stop` (a
+    `chunks.StopOnSigterm`) SIGTERM raises `chunks.Interrupted` after the current chunk."""
     s = eval_settings(config)
     names = schedules.family_params(config.schedule.name)
     base = sweeps.family_member(config)
@@ -126,6 +150,7 @@ def evaluate_trained(
     test_u8 = frechet.read_split(config.data, s.get("split", "test"), s.get("num_images"))
     x = nll.dequantize_uniform(test_u8, int(s["seed"]), levels)
     log.info("eval: %d %s %s images, %d family point(s)", len(x), dataset, s["split"], len(points))
+    store = eval_chunk_store(config, workdir, params, x, stop)
 
     # -- baselines (fitted on the train split, at the data's levels)
     fit = baselines.fit_gaussian(
@@ -150,8 +175,9 @@ def evaluate_trained(
     }
     k = min(int(s.get("baseline_ode_images") or 0), len(x))
     if k:
-        baseline["ode_check"] = baselines.ode_check(
-            fit, basis, schedule, points[0], x[:k], g_bpd[:k], s
+        baseline["ode_check"] = store.cached_json(
+            "baseline_ode_check",
+            lambda: baselines.ode_check(fit, basis, schedule, points[0], x[:k], g_bpd[:k], s),
         )
 
     baselines_out = {
@@ -177,6 +203,7 @@ def evaluate_trained(
         for w in warnings:
             log.warning("eval: family point %s: %s (evaluating anyway)", report.fmt_point(point), w)
         m = model.with_family(point)
+        tag = "p" + chunks.digest({k_: float(v) for k_, v in point.items()})
         res = nll.nll_bpd(
             m,
             x,
@@ -189,6 +216,8 @@ def evaluate_trained(
             solver=s["solver"],
             max_steps=int(s["max_steps"]),
             levels=levels,
+            store=store,
+            chunk_prefix=f"nll_{tag}",
         )
         mean, sem = nll.mean_sem(res["bpd"])
         row = {
@@ -208,32 +237,48 @@ def evaluate_trained(
             },
         }
         if bound_num_t:
-            row["bound"] = bound_record(m, x, s, levels, bound_num_t)
-        if fd_infos:  # one set of samples, compared in every feature space
-            any_info = next(iter(fd_infos.values()))
-            gen = generation.generate(
-                m,
-                int(any_info["num_generated"]),
-                rng=jax.random.fold_in(jax.random.PRNGKey(int(s["seed"])), 1000),
-                solver=s["sampler"],
-                steps=s["sampler_steps"],
-                batch_size=int(s["batch_size"]),
+            row["bound"] = store.cached_json(
+                f"bound_{tag}", lambda m=m: bound_record(m, x, s, levels, bound_num_t)
             )
-            gen = frechet.as_real_images(gen)
-            for key, info in fd_infos.items():
-                feats = info["extractor"](gen)
-                fd = features.frechet_distance(
-                    *features.feature_stats(feats), info["ref_mean"], info["ref_cov"]
+        if fd_infos:  # one set of samples, compared in every feature space
+
+            def fd_values(m=m):
+                any_info = next(iter(fd_infos.values()))
+                gen = generation.generate(
+                    m,
+                    int(any_info["num_generated"]),
+                    rng=jax.random.fold_in(jax.random.PRNGKey(int(s["seed"])), 1000),
+                    solver=s["sampler"],
+                    steps=s["sampler_steps"],
+                    batch_size=int(s["batch_size"]),
                 )
+                gen = frechet.as_real_images(gen)
+                return {
+                    key: features.frechet_distance(
+                        *features.feature_stats(info["extractor"](gen)),
+                        info["ref_mean"],
+                        info["ref_cov"],
+                    )
+                    for key, info in fd_infos.items()
+                }
+
+            fds = store.cached_json(f"fd_{tag}", fd_values)
+            for key, info in fd_infos.items():
                 row[key] = {
                     "name": info["extractor"].name,
-                    "value": fd,
+                    "value": fds[key],
                     **frechet.fd_record(info, s),
                 }
         row["seconds"] = round(time.time() - t0, 2)
         rows.append(row)
         log.info("eval: %s", report.row_line(row))
 
+    log.info(
+        "eval: %d chunk(s) computed, %d reused from an earlier start (%s)",
+        store.new,
+        store.loaded,
+        store.directory,
+    )
     out = {
         "format_version": 1,
         "gudjax": gudjax.__version__,

@@ -106,6 +106,8 @@ def nll_bpd(
     max_steps: int = 4096,
     mesh: jax.sharding.Mesh | None = None,
     levels: int = 256,
+    store=None,
+    chunk_prefix: str = "nll",
 ) -> dict:
     """Bits/dim of dequantised images x (N, H, W, C) ∈ [−1, 1] under `model`, for data
     with `levels` grey levels (`likelihood.bits_per_dim`).
@@ -123,6 +125,10 @@ def nll_bpd(
     same on any number of devices, but the controller's error norm runs over the rows a
     device holds, so the step sizes (and round-off) depend on how the batch is split: the
     result agrees with the one-device result to the solver tolerance, not bitwise.
+
+    With a `store` (`gudjax.chunks.ChunkStore`) each batch's result is stored as chunk
+    `<chunk_prefix>_b<index>` as it finishes and loaded instead of recomputed on a restart
+    (the batches and their probes do not depend on which batches were done before).
     """
     x = np.asarray(x, np.float32)
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(model.basis.shape):
@@ -135,7 +141,8 @@ def nll_bpd(
     bs = max(1, min(int(batch_size), n))
     root = jax.random.PRNGKey(seed)
     bpd, nfe = [], []
-    for c in runtime.padded_chunks(n, bs, (x,), mesh=mesh, pad="first"):
+
+    def one_batch(c):
         b, e = bpd_batch(
             model,
             c.arrays[0],
@@ -155,8 +162,15 @@ def nll_bpd(
                 f"non-finite NLL in batch {c.index}: the PF-ODE diverged; try a tighter "
                 "config.eval.rtol/atol or another config.eval.solver"
             )
-        bpd.append(b)
-        nfe.append(int(np.max(np.asarray(e))))
+        return {"bpd": b, "nfe": np.int64(np.max(np.asarray(e)))}
+
+    for c in runtime.padded_chunks(n, bs, (x,), mesh=mesh, pad="first"):
+        if store is None:
+            out = one_batch(c)
+        else:
+            out = store.cached_arrays(f"{chunk_prefix}_b{c.index}", lambda c=c: one_batch(c))
+        bpd.append(out["bpd"])
+        nfe.append(int(out["nfe"]))
     return {"bpd": np.concatenate(bpd), "nfe": np.asarray(nfe)}
 
 

@@ -15,7 +15,7 @@ import os
 import jax
 import numpy as np
 
-from gudjax import experiment, generation, plotting, sweeps
+from gudjax import chunks, experiment, generation, plotting, sweeps
 from gudjax import train as training
 from gudjax.checkpointing import CheckpointError
 from gudjax.score_model import network_model
@@ -130,6 +130,8 @@ def _sample(config, workdir: str) -> dict:
         steps=int(sample_cfg.steps),
         batch_size=int(sample_cfg.get("batch_size", None) or min(num, 256)),
         progress=True,
+        time_grid=sample_cfg.get("time_grid", None),
+        eta=float(sample_cfg.get("eta", 1.0)),
     )
     stem = os.path.join(workdir, f"sample_{suffix}")
     if jax.process_index() == 0:
@@ -242,18 +244,33 @@ def _sample_conditional(config, workdir, basis, schedule, graphdef, state, fam, 
 
 def evaluate(config, workdir: str) -> dict:
     """NLL (bits/dim), Gaussian baseline, FD and family sweeps of the EMA parameters
-    (`gudjax.evaluate`); writes eval.json (and eval_sweep.png) into the workdir."""
+    (`gudjax.evaluate`); writes eval.json (and eval_sweep.png) into the workdir.
+
+    Finished chunks are stored in <workdir>/eval_chunks/ and reused by the same command
+    after an interruption; SIGTERM lets the current chunk finish and returns
+    {"preempted": True} (exit 0) without eval.json."""
     from gudjax import evaluate as evaluation
 
     evaluation.eval_settings(config)  # bad config.eval values fail before loading anything
     with hold(workdir, "eval", create=False):
         basis, schedule, graphdef, state, step = load_trained(config, workdir)
-        return evaluation.evaluate_trained(
-            config,
-            workdir,
-            basis=basis,
-            schedule=schedule,
-            graphdef=graphdef,
-            params=state["ema_params"],
-            step_=step,
-        )
+        with chunks.StopOnSigterm() as stop:
+            try:
+                return evaluation.evaluate_trained(
+                    config,
+                    workdir,
+                    basis=basis,
+                    schedule=schedule,
+                    graphdef=graphdef,
+                    params=state["ema_params"],
+                    step_=step,
+                    stop=stop,
+                )
+            except chunks.Interrupted as e:
+                log.warning(
+                    "pre-empted during eval (SIGTERM; %d new chunk(s) stored in %s); run the "
+                    "same command again to continue",
+                    e.done,
+                    os.path.join(workdir, "eval_chunks"),
+                )
+                return {"preempted": True}

@@ -396,6 +396,68 @@ def test_second_writer_is_refused_and_the_first_run_is_unaffected(ref, tmp_path)
     assert not (wd / ".lock").exists() and not list(wd.glob("sample_*"))
 
 
+# ------------------------------------------------------------------ 8. interrupted eval
+EVAL = [
+    "--mode=eval", "--config.eval.num_images=48", "--config.eval.batch_size=8",
+    "--config.eval.fd=False", "--config.eval.baseline_ode_images=0",
+    "--config.eval.bound_num_t=0", "--config.eval.rtol=1e-3", "--config.eval.atol=1e-3",
+]
+EVAL_CHUNKS = 6  # 48 images in batches of 8, one family point
+
+
+def nll_chunks(workdir) -> list[str]:
+    return sorted(p.name for p in (pathlib.Path(workdir) / "eval_chunks").glob("*/nll_*.npz"))
+
+
+def comparable(workdir) -> dict:
+    """eval.json without what may differ between two evals of the same numbers."""
+    out = json.loads((pathlib.Path(workdir) / "eval.json").read_text())
+    out.pop("workdir"), out.pop("seconds")
+    for row in out["rows"]:
+        row.pop("seconds")
+    return out
+
+
+@pytest.mark.slow
+def test_eval_survives_kill9_and_sigterm_with_the_same_numbers(ref):
+    """An eval killed with -9 after its first stored chunk, restarted, stopped by SIGTERM
+    (exit 0 after the chunk in progress), and restarted again writes the eval.json of an
+    uninterrupted eval, reusing the chunks stored before."""
+    env = ref["env"]
+    whole = copy_of_ref(ref, "eval_whole")
+    rc, err = env.run(whole, *EVAL, log="eval")
+    assert rc == 0, err[-3000:]
+    assert f"eval: {EVAL_CHUNKS} chunk(s) computed, 0 reused" in err
+    assert len(nll_chunks(whole)) == EVAL_CHUNKS
+    expected = comparable(whole)
+
+    wd = copy_of_ref(ref, "eval_cut")
+    p = env.start(wd, *EVAL, log="kill")
+    wait_for(p, lambda: nll_chunks(wd), "a stored eval chunk", interval=0.005)
+    p.send_signal(signal.SIGKILL)
+    assert p.wait(timeout=60) == -signal.SIGKILL
+    done1 = len(nll_chunks(wd))
+    assert 1 <= done1 < EVAL_CHUNKS - 2 and not (wd / "eval.json").exists()
+
+    p = env.start(wd, *EVAL, log="term")
+    wait_for(p, lambda: len(nll_chunks(wd)) > done1, "one more chunk", interval=0.005)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=300) == 0, stderr_of(p)[-3000:]
+    err = stderr_of(p)
+    assert "took over the workdir lock" in err  # left by the kill -9
+    assert re.search(r"pre-empted during eval \(SIGTERM; \d+ new chunk\(s\) stored in \S+\); "
+                     r"run the same command again to continue", err), err[-3000:]
+    done2 = len(nll_chunks(wd))
+    assert done1 < done2 < EVAL_CHUNKS and not (wd / "eval.json").exists()
+    assert not (wd / ".lock").exists()
+
+    rc, err = env.run(wd, *EVAL, log="rest")
+    assert rc == 0, err[-3000:]
+    assert f"eval: {EVAL_CHUNKS - done2} chunk(s) computed, {done2} reused" in err
+    assert comparable(wd) == expected
+    print(f"eval: kill -9 after {done1} chunk(s), SIGTERM after {done2} of {EVAL_CHUNKS}")
+
+
 # ------------------------------------------------------------------ 3. corruption
 @pytest.mark.slow
 def test_corrupt_newest_checkpoints_fall_back_to_older_one(ref):

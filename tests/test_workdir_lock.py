@@ -180,6 +180,9 @@ def test_chunk_store_round_trip_and_key(tmp_path):
     assert s.cached_json("row0", lambda: {"x": 0.1 + 0.2}) == {"x": 0.1 + 0.2}
     assert s.load_json("row0") == {"x": 0.1 + 0.2}
     assert not [n for n in os.listdir(s.directory) if n.endswith(".tmp")]
+    open(os.path.join(s.directory, "p0_b1.npz.123.tmp"), "w").close()  # a kill mid-write
+    chunks.ChunkStore(str(tmp_path), key)
+    assert not [n for n in os.listdir(s.directory) if n.endswith(".tmp")]
     with pytest.raises(ValueError, match="chunk name"):
         s.load_arrays("../evil")
 
