@@ -17,7 +17,7 @@ Sections of the table and of the JSON (`--json PATH`):
               haar + haar_column (a, b)       3 levels, variance-matched (§5.3)
               pixel + scalar_linear, "t"      the same baseline with time-only conditioning
               <case>@components               <case> with the loss taken in component space,
-                                              the step as it was before issue 7 (before/after)
+                                              the step before the image-space loss (before/after)
             The cases are timed round-robin (A B C D E A B …) so load drift hits them alike.
             images/s = batch / median step time; GUD overhead = time(case) / time(pixel).
             Data: random smooth 32×32×3 images (uniform noise averaged with its neighbours);

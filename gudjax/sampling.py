@@ -1,4 +1,4 @@
-"""Reverse-time samplers (SPEC §6): reverse SDE and probability-flow ODE, t: 1 → 0.
+"""Reverse-time samplers (docs/maths.md §6): reverse SDE and probability-flow ODE, t: 1 → 0.
 
 Per component i (all operations element-wise over the D components; z has shape (B, D)):
     forward        dz = −½ β ⊙ z dt + √β dW,          β_i = σ_i² · dγ_i/dt  (jax.jvp of γ)
@@ -73,7 +73,8 @@ def prior_sample(rng: Array, shape, dtype=jnp.float32) -> Array:
 
 
 def to_images(basis, z0: Array, *, clip: bool = True) -> Array:
-    """Final images x = Uᵀ(s ⊙ z0) + μ (SPEC §6), clipped to [−1, 1]: (B, D) → (B, H, W, C)."""
+    """Final images x = Uᵀ(s ⊙ z0) + μ (docs/maths.md §6), clipped to [−1, 1]:
+    (B, D) → (B, H, W, C)."""
     x = basis.decode(z0)
     return jnp.clip(x, -1.0, 1.0) if clip else x
 

@@ -1,4 +1,4 @@
-"""Bases (SPEC §1): one parameterised row per registered basis, plus per-basis closed forms.
+"""Bases (docs/maths.md §1): one parameterised row per registered basis, plus closed forms.
 
 Every test over `registered_bases()` runs for a new basis as soon as it is registered:
 orthonormality, exact round trips, whitening, labels/groups, streaming fit, persistence and
@@ -170,7 +170,7 @@ def test_round_trips(name, shape):
     # the network's view: to_image = Uᵀz, from_image = U img (no mean, no scale)
     np.testing.assert_allclose(r["to_image"].reshape(5, -1), z @ u, atol=2e-5)
     np.testing.assert_allclose(r["from_image"], x.reshape(5, -1) @ u.T, atol=2e-5)
-    # Uᵀz is an isometry: the MSE in image layout equals the MSE in z (SPEC §1)
+    # Uᵀz is an isometry: the MSE in image layout equals the MSE in z (docs/maths.md §1)
     np.testing.assert_allclose(np.sum(r["to_image"] ** 2, (1, 2, 3)), np.sum(z**2, -1),
                                rtol=1e-5)
     # the variance-matched prior differs from the white one by the scale only

@@ -1,4 +1,4 @@
-"""Samplers and likelihood on closed-form cases (SPEC §6, §7).
+"""Samplers and likelihood on closed-form cases (docs/maths.md §6, §7).
 
 Standard normal data keeps N(0, I) invariant under every schedule (score s(z) = −z), so the
 PF-ODE is the identity map and the reverse SDE leaves N(0, I) invariant; replacement keeps the

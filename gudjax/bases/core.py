@@ -1,6 +1,6 @@
 """The basis contract: a frozen pytree of fitted statistics plus a registry of transforms.
 
-Conventions (SPEC §1). Data x has image shape (H, W, C), D = H·W·C.
+Conventions (docs/maths.md §1). Data x has image shape (H, W, C), D = H·W·C.
   components   c = U(x − μ)            (orthonormal U, applied as a fast transform)
   inverse      x = Uᵀc + μ
   diffusing    z = c / s               (s = 1: white prior; s_i² = Var(c_i): variance-matched)
