@@ -2,7 +2,8 @@
 from one network, over several training seeds (docs/maths.md §10).
 
     python -m experiments.family_study CONFIG[:ARG] [--quick] [--workdir W] [--seeds 0,1,2]
-        [--grid "a=0:2:5"] [--validation_every 10] [--set FIELD=VALUE ...] --json PATH
+        [--grid "a=0:2:5"] [--validation_every 10] [--num_images N] [--set FIELD=VALUE ...]
+        --json PATH
 
 Per seed k (config.seed = k) the config's network is trained, or resumed, in `W/seed<k>`
 by gudjax's own training entry point (`gudjax.train.train_and_evaluate`), with:
@@ -35,7 +36,8 @@ reused by a restart, so a study killed part-way recomputes nothing it finished. 
 stops after the current chunk (exit 0); run the same command again.
 
 --quick: the config's `runlocal` form with a tiny network (model.ch=8), 1 seed, 3 grid
-points, 32 validation and 32 test images, exact divergence: a few minutes on 2 CPU cores.
+points, 32 validation and 32 test images, Hutchinson divergence (one probe) at rtol = atol =
+1e-4: a few minutes on 2 CPU cores.
 Outputs: the JSON (format in `run_study`), a PNG of validation NLL vs the family parameter
 next to it (same name, .png), and a table on stdout.
 """
@@ -60,6 +62,7 @@ import gudjax
 from gudjax import baselines, bound, chunks, frechet, input_pipeline, nll, schedules, sweeps
 from gudjax.config_base import load_config_file
 from gudjax.evaluate import bound_record, eval_settings, nll_description
+from gudjax.run import USER_ERRORS
 from gudjax.score_model import family_arrays, network_model
 from gudjax.train import train_and_evaluate
 from gudjax.workdir import hold
@@ -72,7 +75,10 @@ QUICK_FIELDS = {
     "model.ch": 8,
     "model.token_dim": 16,
     "train.num_steps": 300,
-    "eval.divergence": "exact",
+    "eval.divergence": "hutchinson",  # exact: D = 64 JVPs per step, ~4 s per image here
+    "eval.num_probes": 1,
+    "eval.rtol": 1e-4,
+    "eval.atol": 1e-4,
     "eval.bound_num_t": 4,
     "eval.batch_size": 32,
 }
@@ -356,7 +362,7 @@ def read_images(config, split: str, num, seed: int, levels: int):
 
 
 def run_study(spec, *, workdir, seeds=(0,), grid=None, quick=False, sets=(),
-              validation_every=VALIDATION_EVERY, stop=None) -> dict:
+              validation_every=VALIDATION_EVERY, num_images=None, stop=None) -> dict:
     """The study (module docstring). JSON: levels, baselines {gaussian_bpd(_se),
     categorical_bpd(_se)}, rows [{<params>, family, val_bpd(_se), test_bpd(_se),
     bound_bpd(_se), terms, per_seed}], selected {<params>}, selection, the oracle spreads,
@@ -371,7 +377,7 @@ def run_study(spec, *, workdir, seeds=(0,), grid=None, quick=False, sets=(),
     if not points:
         raise ValueError(f"--grid {grid_spec!r} has no points")
     levels = input_pipeline.levels(config.data)
-    num = QUICK_IMAGES if quick else None
+    num = num_images or (QUICK_IMAGES if quick else None)  # None: the whole split
     _, val_x = read_images(config, "validation", num, int(s["seed"]) + 7, levels)
     test_u8, test_x = read_images(config, "test", num, int(s["seed"]), levels)
     log.info("family study: %d points, seeds %s, %d validation / %d test images, %d levels",
@@ -478,6 +484,10 @@ def plot_validation(out: dict, path: str) -> str:
         se = [rows[i]["val_bpd_se"] or 0.0 for i in idx]
         ax.errorbar(xs, [rows[i]["val_bpd"] for i in idx], yerr=se, marker="o", capsize=3,
                     label=f"mean ± SE {label}".strip())
+    std = [r for r in rows if r["standard_diffusion"]]
+    if std:
+        ax.plot([r["family"][x_name] for r in std], [r["val_bpd"] for r in std], "ks", mfc="none",
+                ms=10, label="standard diffusion")
     sel = out["selection"]
     ax.plot([sel["family"][x_name]], [sel["val_bpd"]], "r*", ms=14, label="selected")
     ax.set_xlabel(x_name)
@@ -515,7 +525,14 @@ def format_table(out: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr, force=True)
+    for noisy in ("absl", "orbax", "jax._src", "tensorflow_datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv=None, *, configure_logging: bool = True) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("config", help="configs/X.py[:ARG]")
     p.add_argument("--quick", action="store_true", help="tiny run: a few minutes on a CPU")
@@ -525,11 +542,14 @@ def main(argv=None) -> int:
     p.add_argument("--grid", default=None,
                    help="family points, e.g. 'a=0:2:5' (default: config.family, 5 points; 3 quick)")
     p.add_argument("--validation_every", type=int, default=VALIDATION_EVERY)
+    p.add_argument("--num_images", type=int, default=None,
+                   help="validation and test images each (default: all; quick: 32)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="config field override, e.g. --set train.num_steps=1000")
     p.add_argument("--json", required=True)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if configure_logging:
+        _setup_logging()
     stem = os.path.splitext(os.path.basename(args.config.partition(":")[0]))[0]
     workdir = args.workdir or os.path.join(
         "workdirs", "family_study", stem + ("_quick" if args.quick else ""))
@@ -543,11 +563,12 @@ def main(argv=None) -> int:
         with chunks.StopOnSigterm() as stop:
             out = run_study(args.config, workdir=workdir, seeds=seeds, grid=args.grid,
                             quick=args.quick, sets=args.set,
-                            validation_every=args.validation_every, stop=stop)
+                            validation_every=args.validation_every,
+                            num_images=args.num_images, stop=stop)
     except chunks.Interrupted as e:
         print(f"family study interrupted ({e}); run the same command again to resume")
         return 0
-    except ValueError as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
