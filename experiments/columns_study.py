@@ -1,7 +1,9 @@
 """Sample quality of a trained workdir per family member, and column completion.
 
-    python -m experiments.columns_study CONFIG --workdir W [--points "b=0,0.3,0.5"] \\
+    python -m experiments.columns_study --workdir W [--points "b=0,0.3,0.5"] \\
         [--num 1000] [--complete 2,4] [--json PATH] [--quick]
+
+The config is the one the workdir was trained with (its config.json: the run's identity).
 
 For every family point (default: the config's member): `--num` unconditional samples (the
 config's sampler and steps) and their Fréchet distance to the test split in the features of the
@@ -23,14 +25,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
 
-from gudjax import baselines, conditional, features, frechet, input_pipeline, plotting, run
-from gudjax.config_base import load_config_file
+from gudjax import (
+    baselines,
+    conditional,
+    experiment,
+    features,
+    frechet,
+    input_pipeline,
+    plotting,
+    run,
+)
 from gudjax.evaluate import eval_settings
 from gudjax.generation import generate
 from gudjax.score_model import network_model
@@ -53,10 +65,11 @@ def gaussian_conditional_mean(fit: baselines.GaussianFit, x: np.ndarray, known: 
     return out
 
 
-def run_study(config_path, workdir, *, points=None, num=1000, complete=(), seed=0) -> dict:
+def run_study(workdir, *, points=None, num=1000, complete=(), seed=0) -> dict:
     t0 = time.time()
-    config_file, _, arg = config_path.partition(":")
-    config = load_config_file(config_file, arg or None)
+    config = ml_collections.ConfigDict(
+        experiment.read_config_json(os.path.join(workdir, "config.json"))
+    )
     s = eval_settings(config)
     basis, schedule, graphdef, state, step = run.load_trained(config, workdir)
     base = family_member(config)
@@ -70,18 +83,20 @@ def run_study(config_path, workdir, *, points=None, num=1000, complete=(), seed=
         seed=int(s["classifier_seed"]),
         max_train_examples=s.get("classifier_train_examples"),
     )
+    levels = input_pipeline.levels(config.data)
     test_u8 = frechet.read_split(config.data, "test", None)
-    test_x = input_pipeline.to_model_input(test_u8)
+    test_x = input_pipeline.to_model_input(test_u8)  # the features see 256-level centres
     ref = features.feature_stats(extractor(test_x))
     train_x = input_pipeline.to_model_input(frechet.read_split(config.data, "train", num))
     out = {
-        "config": config_path,
+        "config": os.path.join(workdir, "config.json"),
         "workdir": workdir,
         "checkpoint_step": int(step),
         "basis": {"name": basis.kind, "whiten": bool(basis.whiten)},
         "schedule": config.schedule.name,
         "sampler": s["sampler"],
         "steps": int(s["sampler_steps"]),
+        "levels": int(levels),
         "num_samples": int(num),
         "num_reference": int(len(test_x)),
         "feature_extractor": extractor.describe(),
@@ -95,7 +110,7 @@ def run_study(config_path, workdir, *, points=None, num=1000, complete=(), seed=
             m, num, rng=jax.random.fold_in(jax.random.PRNGKey(seed), i), solver=s["sampler"],
             steps=int(s["sampler_steps"]), batch_size=256,
         )
-        gen = frechet.as_real_images(gen)
+        gen = frechet.as_real_images(gen, levels)
         fd = _fd(extractor, ref, gen)
         row = {"family": {k: float(v) for k, v in point.items()}, "fd": fd}
         log.info("columns study: %s FD %.4g", point, fd)
@@ -103,19 +118,23 @@ def run_study(config_path, workdir, *, points=None, num=1000, complete=(), seed=
         np.savez_compressed(f"{workdir}/study_samples_{tag}.npz", images=gen)
         out["rows"].append(row)
     if complete:
-        fit = baselines.fit_gaussian(input_pipeline.fit_batches(config.data, batch_size=256))
-        n = len(test_x)
-        flat = test_x.reshape(n, -1).astype(np.float64)
+        fit = baselines.fit_gaussian(
+            input_pipeline.fit_batches(config.data, batch_size=256), levels=levels
+        )
+        real = input_pipeline.to_model_input(test_u8, levels=levels)  # the model's inputs
+        n = len(real)
+        flat = real.reshape(n, -1).astype(np.float64)
         out["completion"] = []
         for k in complete:
             mask = conditional.parse_mask_spec(f"left:{k}", basis.shape)
             res = conditional.inpaint(
-                model.with_family(base), test_x, mask, rng=jax.random.PRNGKey(seed + 100 + k),
+                model.with_family(base), real, mask, rng=jax.random.PRNGKey(seed + 100 + k),
                 solver=s["sampler"], steps=int(s["sampler_steps"]),
             )
-            done = frechet.as_real_images(res["images"])
+            done = np.asarray(res["images"], np.float64)
             unknown = ~mask.reshape(-1)
             mse = float(np.mean((done.reshape(n, -1)[:, unknown] - flat[:, unknown]) ** 2))
+            done = frechet.as_real_images(done, levels)
             cond = gaussian_conditional_mean(fit, flat, ~unknown)
             mse_gauss = float(np.mean((cond[:, unknown] - flat[:, unknown]) ** 2))
             row = {
@@ -130,8 +149,8 @@ def run_study(config_path, workdir, *, points=None, num=1000, complete=(), seed=
             log.info("columns study: completion left:%d %s", k, row)
             if jax.process_index() == 0:
                 show = min(n, 8)
-                masked = np.where(mask, test_x[:show], 0.0)
-                tiles = np.stack([masked, done[:show], test_x[:show]], 1).reshape(
+                masked = np.where(mask, real[:show], 0.0)
+                tiles = np.stack([masked, done[:show], real[:show]], 1).reshape(
                     -1, *basis.shape
                 )
                 plotting.save_image_grid(tiles, f"{workdir}/completion_left{k}.png", ncols=3 * 4)
@@ -141,8 +160,7 @@ def run_study(config_path, workdir, *, points=None, num=1000, complete=(), seed=
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("config")
-    p.add_argument("--workdir", required=True)
+    p.add_argument("--workdir", required=True, help="a trained workdir (its config.json is used)")
     p.add_argument("--points", default="", help='family points, e.g. "b=0,0.3,0.5"')
     p.add_argument("--num", type=int, default=1000, help="unconditional samples per point")
     p.add_argument("--complete", default="", help="known left columns, e.g. 2,4")
@@ -152,7 +170,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     complete = tuple(int(v) for v in args.complete.split(",") if v.strip())
     out = run_study(
-        args.config, args.workdir, points=args.points, num=128 if args.quick else args.num,
+        args.workdir, points=args.points, num=128 if args.quick else args.num,
         complete=complete,
     )
     print(f"{out['config']} step {out['checkpoint_step']}: {out['feature_extractor']}")
