@@ -1,4 +1,5 @@
-"""The Gaussian oracle (SPEC §8): every basis × prior × schedule row, plus the oracle itself.
+"""The Gaussian oracle (docs/maths.md §8): every basis × prior × schedule row (every registered
+schedule family among them), the product's own start from N(0, I), plus the oracle itself.
 
 The table is computed once per session by exactly `experiments.oracle_check.run_rows` (preset
 TEST: the same 20000 samples as the full check, half its steps), so the test and the command
@@ -47,19 +48,53 @@ def test_oracle_row(row, table):
     assert res["passed"], msg
 
 
+@pytest.fixture(scope="module")
+def prior_table() -> dict:
+    rows = [*oracle_check.PRIOR_ROWS, oracle_check.PRIOR_CONTROL]
+    return {spec.label: oracle_check.run_prior_row(name, spec, TEST) for name, spec in rows}
+
+
+@pytest.mark.parametrize("row", oracle_check.PRIOR_ROWS, ids=lambda r: f"{r[0]}-{r[1].label}")
+def test_product_start_agrees_up_to_the_reported_prior_term(row, prior_table):
+    """Unwhitened, variances 1e-6 … 1: N(0, I) samples and the N(0, I)-prior NLL agree with
+    the exact answers up to the prior term, which is small (< 0.01 bits/dim)."""
+    res = prior_table[row[1].label]
+    msg = oracle_check.PRIOR_HEADER + "\n" + oracle_check.format_prior_row(res)
+    assert res["worst_sigma2_at_1"] > 0.99 and res["prior_term_bpd"] < 0.01, msg
+    assert abs(res["nll_n01_minus_exact"]) <= res["prior_term_nats_per_dim"] + NLL_THRESHOLD, msg
+    assert res["worst_log_var_err"] < oracle_check.VAR_THRESHOLD, msg
+    assert res["sde_cov_err"] < COV_THRESHOLD, msg
+    assert res["passed"], msg
+
+
+def test_window_only_end_points_fail_the_product_start(prior_table):
+    """The control: end points set on γ̃ alone leave tiny pixels at σ²(1) ≈ 1e-4; started from
+    N(0, I) they keep their unit noise (the speckle of column generation), and the row fails."""
+    res = prior_table[oracle_check.PRIOR_CONTROL[1].label]
+    assert res["worst_sigma2_at_1"] < 1e-3 and res["prior_term_bpd"] > 0.1
+    assert res["worst_log_var_err"] > 1.0 and res["sde_cov_err"] > 1.0
+    assert not res["passed"]
+
+
 def test_row_list_covers_every_basis_prior_and_schedule():
     names = {(r.basis, r.whiten, r.schedule) for r in ROWS if r.shape == SHAPE}
     for name in bases.registered_bases():
         for whiten in (False, True):
             for spec in oracle_check.SCHEDULE_SPECS:
+                if spec.example and name not in oracle_check.EXAMPLE_BASES:
+                    continue
                 if spec.only_basis in (None, name):
                     assert (name, whiten, spec.label) in names
     assert any(r.shape == (8, 8, 3) for r in ROWS)
+    # every registered schedule family has a row (its own example when not listed by hand)
+    assert set(schedules.registered_schedules()) <= {
+        oracle_check.SPEC_BY_LABEL[r.schedule].name for r in ROWS
+    }
 
 
 @pytest.mark.parametrize("name", bases.registered_bases())
 def test_standard_diffusion_identity(name):
-    """Unwhitened, a = 1, variance labels: one shared γ(t), bit for bit (SPEC §3)."""
+    """Unwhitened, a = 1, variance labels: one shared γ(t), bit for bit (docs/maths.md §3)."""
     assert oracle_check.standard_diffusion_identity(name)
     # the check can fail: the whitened prior with the same labels is not standard diffusion
     basis = oracle_check.fitted_basis(name, SHAPE).with_prior(True)

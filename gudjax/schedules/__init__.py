@@ -8,6 +8,7 @@ run `example()` of every registered family, so the new family is tested by regis
 """
 
 from gudjax.schedules import autoregressive, linear, scalar  # noqa: F401  (registration)
+from gudjax.schedules.autoregressive import label_blocks  # noqa: F401
 from gudjax.schedules.core import (  # noqa: F401
     GAMMA_DEN,
     GAMMA_END,
@@ -28,7 +29,6 @@ from gudjax.schedules.core import (  # noqa: F401
     registered_schedules,
     schedule_from_config,
 )
-from gudjax.schedules.autoregressive import label_blocks  # noqa: F401
 from gudjax.schedules.linear import (  # noqa: F401
     TAIL,
     LinearSchedule,

@@ -14,8 +14,8 @@ Time: the generation phase s ∈ [0, W + E] (every window of every component) ta
 linearly; the tail s ∈ [W + E, W + E + Δ], where only components short of their terminal
 target still move, takes t ∈ [t*, 1], linearly. The tail's share is 1 − t* =
 min(Δ/(W + E + Δ), `tail`): one uniform time scale when the extra path is short (then s = t·(W
-+ E + Δ); whitened defaults: Δ = 2, 1 − t* = 2/22), at most `tail` (default 0.1) when it is
-long (white prior with near-constant pixels: Δ ≈ 14).
++ E + Δ); whitened defaults: Δ = 2, 1 − t* = 2/22), at most `tail` (default 0.2) when it is
+long (white prior with near-constant pixels: Δ ≈ 9 on the 17-level digits).
 
 End points: γ̃_i(0) ≤ γ̃_den and, at t = 1, γ̃_i(1) ≥ T_i, i.e. both γ̃_i(1) ≥ γ_end and
 γ_i(1) ≥ γ_end: the process reaches N(0, I) in every basis and prior. Δ = 0 whenever the
@@ -46,7 +46,7 @@ from gudjax.schedules.core import (
 
 Array = Any
 #: Largest share of the time axis after the generation phase (docs/maths.md §3, end points).
-TAIL = 0.1
+TAIL = 0.2
 
 
 # ------------------------------------------------------------------ conversions
