@@ -40,6 +40,7 @@ from gudjax import (
     features,
     frechet,
     input_pipeline,
+    nll,
     plotting,
     run,
 )
@@ -49,6 +50,7 @@ from gudjax.score_model import network_model
 from gudjax.sweeps import family_member, parse_sweep
 
 log = logging.getLogger("gudjax")
+PARAMS = {"ema": "ema_params", "raw": "params"}
 
 
 def _fd(extractor, ref_stats, images) -> float:
@@ -65,7 +67,9 @@ def gaussian_conditional_mean(fit: baselines.GaussianFit, x: np.ndarray, known: 
     return out
 
 
-def run_study(workdir, *, points=None, num=1000, complete=(), seed=0) -> dict:
+def run_study(
+    workdir, *, points=None, num=1000, complete=(), seed=0, params="ema", nll_images=0
+) -> dict:
     t0 = time.time()
     config = ml_collections.ConfigDict(
         experiment.read_config_json(os.path.join(workdir, "config.json"))
@@ -97,13 +101,17 @@ def run_study(workdir, *, points=None, num=1000, complete=(), seed=0) -> dict:
         "sampler": s["sampler"],
         "steps": int(s["sampler_steps"]),
         "levels": int(levels),
+        "params": params,
+        "nll_images": int(nll_images),
         "num_samples": int(num),
         "num_reference": int(len(test_x)),
         "feature_extractor": extractor.describe(),
         "fd_train_vs_test": _fd(extractor, ref, train_x),
         "rows": [],
     }
-    model = network_model(graphdef, state["ema_params"], basis, schedule)
+    model = network_model(graphdef, state[PARAMS[params]], basis, schedule)
+    if nll_images:
+        x_nll = nll.dequantize_uniform(test_u8[:nll_images], int(s["seed"]), levels)
     for i, point in enumerate(pts):
         m = model.with_family(point)
         gen = generate(
@@ -113,6 +121,14 @@ def run_study(workdir, *, points=None, num=1000, complete=(), seed=0) -> dict:
         gen = frechet.as_real_images(gen, levels)
         fd = _fd(extractor, ref, gen)
         row = {"family": {k: float(v) for k, v in point.items()}, "fd": fd}
+        if nll_images:
+            res = nll.nll_bpd(
+                m, x_nll, seed=int(s["seed"]) + 1, batch_size=int(s["batch_size"]),
+                divergence=s["divergence"], num_probes=int(s["num_probes"]),
+                rtol=float(s["rtol"]), atol=float(s["atol"]), solver=s["solver"],
+                max_steps=int(s["max_steps"]), levels=levels,
+            )
+            row["nll_bpd"], row["nll_bpd_se"] = nll.mean_sem(res["bpd"])
         log.info("columns study: %s FD %.4g", point, fd)
         tag = "_".join(f"{k}{v:g}" for k, v in point.items()) or "default"
         np.savez_compressed(f"{workdir}/study_samples_{tag}.npz", images=gen)
@@ -166,18 +182,25 @@ def main(argv=None) -> int:
     p.add_argument("--complete", default="", help="known left columns, e.g. 2,4")
     p.add_argument("--json", default=None)
     p.add_argument("--quick", action="store_true", help="128 samples per point")
+    p.add_argument("--params", choices=tuple(PARAMS), default="ema",
+                   help="ema (the default everywhere) or raw (the optimiser's parameters: for "
+                   "runs shorter than the EMA horizon 1/(1 − ema_decay))")
+    p.add_argument("--nll", type=int, default=0, metavar="N",
+                   help="also the PF-ODE NLL (bits/dim at the data's levels) of N test images")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     complete = tuple(int(v) for v in args.complete.split(",") if v.strip())
     out = run_study(
         args.workdir, points=args.points, num=128 if args.quick else args.num,
-        complete=complete,
+        complete=complete, params=args.params, nll_images=args.nll,
     )
     print(f"{out['config']} step {out['checkpoint_step']}: {out['feature_extractor']}")
     print(f"FD train vs test (floor, {out['num_samples']} vs {out['num_reference']}): "
           f"{out['fd_train_vs_test']:.4g}")
     for r in out["rows"]:
-        print(f"  {r['family']}: FD {r['fd']:.4g}")
+        nll_txt = (f", NLL {r['nll_bpd']:.3f} ± {r['nll_bpd_se']:.3f} bits/dim"
+                   if "nll_bpd" in r else "")
+        print(f"  {r['family']}: FD {r['fd']:.4g}{nll_txt}")
     for r in out.get("completion", []):
         print(f"  completion left:{r['known_columns']}: FD {r['fd']:.4g}, MSE generated "
               f"{r['mse_generated']:.4f} vs Gaussian conditional mean "
