@@ -46,7 +46,6 @@ from gudjax import generation, sampling
 log = logging.getLogger("gudjax")
 
 MASK_SPECS = ("left:K", "right:K", "top:K", "bottom:K", "center:K", "box:r0:r1:c0:c1", "FILE.npy")
-COLUMN_SCHEDULES = ("column", "haar_column")
 
 
 # ------------------------------------------------------------------ masks
@@ -220,7 +219,7 @@ def extend(
         raise ValueError(
             f"config.sample.extend_width={width!r} must be an integer >= the training width {w}"
         )
-    if model.schedule.kind not in COLUMN_SCHEDULES:
+    if not model.schedule.left_to_right:
         log.warning(
             "image extension with a '%s' schedule: the model does not generate left to "
             "right, so the kept columns are only conditioned on by replacement",

@@ -111,6 +111,8 @@ class Schedule:
     param_names: ClassVar[tuple[str, ...]] = ()
     options: ClassVar[tuple[str, ...]] = ()
     static_fields: ClassVar[tuple[str, ...]] = ()
+    #: Generates image columns left to right (what image extension by a sliding window needs).
+    left_to_right: ClassVar[bool] = False
 
     @property
     def kind(self) -> str:

@@ -289,6 +289,7 @@ class Column(LinearSchedule):
     param_names: ClassVar[tuple[str, ...]] = ("b",)
     options: ClassVar[tuple[str, ...]] = ("labels", "b", *LinearSchedule.common_options)
     clip_default: ClassVar[bool] = True
+    left_to_right: ClassVar[bool] = True
 
     def _e(self, p):
         return b_to_a(p["b"], self.width) * self.labels
@@ -327,6 +328,7 @@ class HaarColumn(LinearSchedule):
         "level", "colpos", "a", "b", *LinearSchedule.common_options
     )
     clip_default: ClassVar[bool] = True
+    left_to_right: ClassVar[bool] = True
 
     def _e(self, p):
         return p["a"] * self.labels + b_to_a(p["b"], self.width) * self.colpos
