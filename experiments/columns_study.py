@@ -123,10 +123,7 @@ def run_study(
         row = {"family": {k: float(v) for k, v in point.items()}, "fd": fd}
         if nll_images:
             res = nll.nll_bpd(
-                m, x_nll, seed=int(s["seed"]) + 1, batch_size=int(s["batch_size"]),
-                divergence=s["divergence"], num_probes=int(s["num_probes"]),
-                rtol=float(s["rtol"]), atol=float(s["atol"]), solver=s["solver"],
-                max_steps=int(s["max_steps"]), levels=levels,
+                m, x_nll, seed=int(s["seed"]) + 1, levels=levels, **nll.settings_options(s)
             )
             row["nll_bpd"], row["nll_bpd_se"] = nll.mean_sem(res["bpd"])
         log.info("columns study: %s FD %.4g", point, fd)

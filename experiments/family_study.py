@@ -224,16 +224,7 @@ def evaluate_seed(config, workdir: str, grid, val_x, test_x, s, stop) -> dict:
     basis, schedule = result["basis"], result["schedule"]
     params = jax.device_get(result["state"]["ema_params"])
     levels = input_pipeline.levels(config.data)
-    nll_kw = dict(
-        batch_size=int(s["batch_size"]),
-        divergence=s["divergence"],
-        num_probes=int(s["num_probes"]),
-        rtol=float(s["rtol"]),
-        atol=float(s["atol"]),
-        solver=s["solver"],
-        max_steps=int(s["max_steps"]),
-        levels=levels,
-    )
+    nll_kw = dict(levels=levels, **nll.settings_options(s))
     num_t = int(s.get("bound_num_t") or 0) or 8
     with hold(workdir, "eval"):
         store = chunks.ChunkStore(

@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from gudjax import bases, input_pipeline, likelihood
-from gudjax.nll import nll_bpd
+from gudjax.nll import nll_bpd, settings_options
 from gudjax.oracle import GaussianOracle
 from gudjax.score_model import family_arrays, oracle_model
 
@@ -149,18 +149,15 @@ def ode_check(fit, basis, schedule, point, x, data_bpd, s) -> dict:
     k = len(x)
     orc = gaussian_oracle(fit, basis)
     div = "exact" if basis.dim <= 256 else s["divergence"]
+    options = {
+        **settings_options(s), "batch_size": min(k, int(s["batch_size"])), "divergence": div
+    }
     ode = nll_bpd(
         oracle_model(orc, basis, schedule, point),
         x,
         seed=int(s["seed"]),
-        batch_size=min(k, int(s["batch_size"])),
-        divergence=div,
-        num_probes=int(s["num_probes"]),
-        rtol=float(s["rtol"]),
-        atol=float(s["atol"]),
-        solver=s["solver"],
-        max_steps=int(s["max_steps"]),
         levels=fit.levels,
+        **options,
     )
     fam = family_arrays(point) or None
     lp0 = orc.logp_x0(x, lambda t: schedule.gamma(t, fam))

@@ -92,6 +92,20 @@ def bpd_batch(
     return runtime.per_device(body, mesh, specs, (runtime.ROWS, runtime.ROWS))(model, x, rng)
 
 
+def settings_options(s) -> dict:
+    """The `nll_bpd` solver keywords from evaluation settings (config.eval with its defaults):
+    batch_size, divergence, num_probes, rtol, atol, solver, max_steps."""
+    return dict(
+        batch_size=int(s["batch_size"]),
+        divergence=s["divergence"],
+        num_probes=int(s["num_probes"]),
+        rtol=float(s["rtol"]),
+        atol=float(s["atol"]),
+        solver=s["solver"],
+        max_steps=int(s["max_steps"]),
+    )
+
+
 def nll_bpd(
     model: ScoreModel,
     x,

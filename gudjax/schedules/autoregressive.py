@@ -30,6 +30,7 @@ from gudjax.schedules.core import (
     f32,
     make_schedule,
     register_schedule,
+    terminal_targets,
 )
 
 Array = Any
@@ -68,7 +69,7 @@ class Autoregressive(Schedule):
 
     def terminal_targets(self) -> Array:
         """T_i = max(γ̃_noise, γ_end − min(ρ_i, 0)) (as in the linear families)."""
-        return jnp.maximum(self.gamma_noise, self.gamma_end - jnp.minimum(self.rho, 0.0))
+        return terminal_targets(self.rho, self.gamma_noise, self.gamma_end)
 
     def window_start(self) -> Array:
         """Forward-time start of each component's block window, (D,)."""

@@ -184,6 +184,12 @@ def f32(value) -> Array:
     return jnp.asarray(value, jnp.float32)
 
 
+def terminal_targets(rho, gamma_noise, gamma_end) -> Array:
+    """T_i = max(γ̃_noise, γ_end − min(ρ_i, 0)): the true γ̃_i a member must reach at t = 1 so
+    that both γ̃_i(1) and γ_i(1) = γ̃_i(1) + ρ_i reach γ_end (docs/maths.md §3.6)."""
+    return jnp.maximum(gamma_noise, gamma_end - jnp.minimum(rho, 0.0))
+
+
 # ------------------------------------------------------------------ construction
 def _label_array(basis, value, d: int, what: str = "labels") -> np.ndarray:
     """A label set given by name (looked up in the basis) or as an array of length D."""

@@ -42,6 +42,7 @@ from gudjax.schedules.core import (
     f32,
     make_schedule,
     register_schedule,
+    terminal_targets,
 )
 
 Array = Any
@@ -119,7 +120,7 @@ class LinearSchedule(Schedule):
 
     def terminal_targets(self) -> Array:
         """T_i = max(γ̃_noise, γ_end − min(ρ_i, 0)), the γ̃_i every member reaches at t = 1."""
-        return jnp.maximum(self.gamma_noise, self.gamma_end - jnp.minimum(self.rho, 0.0))
+        return terminal_targets(self.rho, self.gamma_noise, self.gamma_end)
 
     def _path(self, e: Array) -> tuple[Array, Array, Array, Array]:
         """(e_max, W + E, Δ, t*) of the member with effective labels e."""

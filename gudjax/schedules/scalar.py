@@ -34,19 +34,15 @@ def _check_range(gamma_min, gamma_max) -> None:
         raise ValueError(f"need gamma_min < gamma_max, got {gamma_min} >= {gamma_max}")
 
 
-@register_schedule("scalar_linear")
 @dataclasses.dataclass(frozen=True)
-class ScalarLinear(Schedule):
-    """γ(t) = γ_min + (γ_max − γ_min)·t, shared by every component."""
+class _GammaRange(Schedule):
+    """A shared process γ(t) from γ_min at t = 0 to γ_max at t = 1 (subclasses: the shape)."""
 
     gamma_min: Array
     gamma_max: Array
 
     options: ClassVar[tuple[str, ...]] = ("gamma_min", "gamma_max")
     clip: ClassVar[bool] = False
-
-    def _gamma(self, t, p):
-        return (self.gamma_min + (self.gamma_max - self.gamma_min) * t) * jnp.ones_like(self.rho)
 
     @classmethod
     def build(cls, *, basis, dim, rho, gamma_min=VDM_GAMMA_MIN, gamma_max=VDM_GAMMA_MAX):
@@ -54,27 +50,25 @@ class ScalarLinear(Schedule):
         return cls(rho=f32(rho), defaults={}, gamma_min=f32(gamma_min), gamma_max=f32(gamma_max))
 
 
+@register_schedule("scalar_linear")
+@dataclasses.dataclass(frozen=True)
+class ScalarLinear(_GammaRange):
+    """γ(t) = γ_min + (γ_max − γ_min)·t, shared by every component."""
+
+    def _gamma(self, t, p):
+        return (self.gamma_min + (self.gamma_max - self.gamma_min) * t) * jnp.ones_like(self.rho)
+
+
 @register_schedule("cosine")
 @dataclasses.dataclass(frozen=True)
-class Cosine(Schedule):
+class Cosine(_GammaRange):
     """γ(t) = 2 log tan(π/2 · u), u = u0 + (u1 − u0)·t with γ(0) = γ_min and γ(1) = γ_max."""
-
-    gamma_min: Array
-    gamma_max: Array
-
-    options: ClassVar[tuple[str, ...]] = ("gamma_min", "gamma_max")
-    clip: ClassVar[bool] = False
 
     def _gamma(self, t, p):
         u0 = 2.0 / jnp.pi * jnp.arctan(jnp.exp(0.5 * self.gamma_min))
         u1 = 2.0 / jnp.pi * jnp.arctan(jnp.exp(0.5 * self.gamma_max))
         u = u0 + (u1 - u0) * t
         return 2.0 * jnp.log(jnp.tan(0.5 * jnp.pi * u)) * jnp.ones_like(self.rho)
-
-    @classmethod
-    def build(cls, *, basis, dim, rho, gamma_min=VDM_GAMMA_MIN, gamma_max=VDM_GAMMA_MAX):
-        _check_range(gamma_min, gamma_max)
-        return cls(rho=f32(rho), defaults={}, gamma_min=f32(gamma_min), gamma_max=f32(gamma_max))
 
 
 @register_schedule("function")
