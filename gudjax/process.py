@@ -89,7 +89,6 @@ def eps_loss(
     eps_hat: Array,
     eps: Array,
     state: NoiseState,
-    t_derivative: Array | None = None,
     weighting: str = "unweighted",
 ) -> Array:
     """Per-example loss, (B,): mean over components of w_i(t)·(ε̂_i − ε_i)².

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import jax
@@ -348,6 +348,3 @@ def check_endpoints(
             worst["params"],
         )
     return worst or {}
-
-
-Fn = Callable[[Array], Array]
