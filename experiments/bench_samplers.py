@@ -184,6 +184,47 @@ def fd_rows(workdir: str, config_path: str, nfes, num: int, log=print) -> list[d
     return rows
 
 
+def fd_summary(rows: list[dict], *, ref=("sde", 200), within: float = 0.05) -> dict:
+    """Per sampler, the fewest network calls whose FD is within `within` (5%) of the FD of
+    `ref` (Euler–Maruyama at 200 NFE); None where no point gets there. Empty without `ref`."""
+    fd_rows_ = [r for r in rows if "fd" in r]
+    refs = [r["fd"] for r in fd_rows_ if (r["sampler"], r["nfe"]) == ref]
+    if not refs:
+        return {}
+    bar = (1.0 + within) * refs[0]
+    out = {"reference": dict(sampler=ref[0], nfe=ref[1], fd=refs[0]), "bar": bar,
+           "nfe_within": {}}
+    for solver in dict.fromkeys(r["sampler"] for r in fd_rows_):
+        ok = sorted(r["nfe"] for r in fd_rows_ if r["sampler"] == solver and r["fd"] <= bar)
+        out["nfe_within"][solver] = ok[0] if ok else None
+    return out
+
+
+def plot_fd(rows: list[dict], path: str, summary: dict) -> None:
+    """FD vs NFE (log x), one line per sampler, the 5% bar dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fd_rows_ = [r for r in rows if "fd" in r]
+    for solver in dict.fromkeys(r["sampler"] for r in fd_rows_):
+        pts = sorted((r["nfe"], r["fd"]) for r in fd_rows_ if r["sampler"] == solver)
+        ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=solver)
+    if summary:
+        ax.axhline(summary["bar"], ls="--", c="k", lw=0.8,
+                   label=f"EM@{summary['reference']['nfe']} FD + 5%")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("network calls (NFE)")
+    ax.set_ylabel("FD (classifier features)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
@@ -224,6 +265,13 @@ def main(argv=None) -> int:
         rows += fd_rows(a.workdir, a.config, nfes, a.fd_samples)
     out = dict(rows=rows, efficiency=eff, nfes=list(nfes), n_mc=n_mc, quick=a.quick,
                wall_seconds=time.time() - t0, devices=str(jax.devices()[0].platform))
+    if any("fd" in r for r in rows):
+        out["fd_summary"] = fd_summary(rows)
+        png = os.path.splitext(a.json)[0] + "_fd.png"
+        plot_fd(rows, png, out["fd_summary"])
+        for solver, n in out["fd_summary"].get("nfe_within", {}).items():
+            print(f"{solver:11s} within 5% of EM@200 FD from NFE {n}")
+        print(f"FD vs NFE plot: {png}")
     with open(a.json, "w") as f:
         json.dump(out, f, indent=1)
     print(f"wrote {a.json} ({len(rows)} rows, {out['wall_seconds']:.0f} s)")
