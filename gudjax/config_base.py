@@ -135,6 +135,17 @@ def base_config() -> ml_collections.ConfigDict:
         dict(num_steps=100_000, log_every=50, checkpoint_every=5_000, sample_every=0,
              keep_checkpoints=3, loss_weighting="unweighted", progress=True)
     )
+    # What the noising states are drawn from (docs/maths.md §4.1): "family" (members of
+    # config.family, or the fixed schedule) or "any" (random monotone per-unit paths between
+    # the common end points γ̃_den and T_i; needs a clipped linear family or "autoregressive"
+    # and conditioning="gamma"). path_min_length: the shortest window ℓ_min ∈ (0, 1];
+    # path_p_family: probability an example takes a family member instead, in [0, 1];
+    # path_units: "groups" (one window per conditioning group, which the γ tokens describe
+    # exactly) or "components" (one per component; needs model.gamma_map_channel=True).
+    c.train.paths = "family"
+    c.train.path_min_length = 0.1
+    c.train.path_p_family = 0.5
+    c.train.path_units = "groups"
     # Sampling: solver (gudjax.generation.SOLVERS: sde | ode | ddim | ddim_sde | dpmpp_2m |
     # heun and the _g forms), steps, number of images; family members via e.g. sample.a.
     c.sample = ml_collections.ConfigDict(dict(solver="sde", steps=250, num=64, seed=0))

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from gudjax import bases, input_pipeline, models, process, schedules, step
+from gudjax import bases, input_pipeline, models, paths, process, schedules, step
 from gudjax.checkpointing import Checkpointer
 from gudjax.distributed import TrainingError
 from gudjax.models import create_model
@@ -35,6 +35,15 @@ MUTABLE_FIELDS = (
     "sample",
     "eval",
 )
+
+#: Fields added after runs were started, with the value that means "as before": a stored
+#: config.json without them resumes as long as the current config keeps that value.
+ADDED_FIELDS = {
+    "train.paths": "family",
+    "train.path_min_length": 0.1,
+    "train.path_p_family": 0.5,
+    "train.path_units": "groups",
+}
 
 
 class Run(NamedTuple):
@@ -87,6 +96,52 @@ def validate_config(config) -> None:
             f"unknown config.train.loss_weighting '{config.train.loss_weighting}'; "
             f"allowed: {', '.join(process.WEIGHTINGS)}"
         )
+    _validate_paths(config)
+
+
+def _validate_paths(config) -> None:
+    """The any-path training fields (docs/maths.md §4.1)."""
+    tr = config.train
+    kind = tr.get("paths", "family")
+    if kind not in paths.PATHS:
+        raise ValueError(
+            f"unknown config.train.paths {kind!r}; allowed: {', '.join(paths.PATHS)}"
+        )
+    if kind == "family":
+        return
+    units = tr.get("path_units", "groups")
+    if units not in paths.PATH_UNITS:
+        raise ValueError(
+            f"unknown config.train.path_units {units!r}; allowed: {', '.join(paths.PATH_UNITS)}"
+        )
+    if not 0.0 < float(tr.get("path_min_length", 0.1)) <= 1.0:
+        raise ValueError(
+            f"config.train.path_min_length={tr.path_min_length} must be in (0, 1]"
+        )
+    if not 0.0 <= float(tr.get("path_p_family", 0.5)) <= 1.0:
+        raise ValueError(f"config.train.path_p_family={tr.path_p_family} must be in [0, 1]")
+    if config.model.get("conditioning", "gamma") != "gamma":
+        raise ValueError(
+            "config.train.paths='any' needs config.model.conditioning='gamma' (t does not "
+            "say where an example is on a random path)"
+        )
+    if units == "components" and not config.model.get("gamma_map_channel", False):
+        raise ValueError(
+            "config.train.path_units='components' needs config.model.gamma_map_channel=True "
+            "(the group tokens cannot say which component is where); or use 'groups'"
+        )
+
+
+def any_paths_options(config) -> paths.AnyPaths | None:
+    """`config.train.paths` as the train step's `any_paths` option (None: "family")."""
+    tr = config.train
+    if tr.get("paths", "family") == "family":
+        return None
+    return paths.AnyPaths(
+        min_length=float(tr.get("path_min_length", 0.1)),
+        p_family=float(tr.get("path_p_family", 0.5)),
+        per_component=tr.get("path_units", "groups") == "components",
+    )
 
 
 def basis_options(config) -> dict:
@@ -135,6 +190,7 @@ def check_config_change(config, workdir: str) -> None:
         for k in sorted(set(old) | set(new))
         if old.get(k) != new.get(k)
         and not any(k == m or k.startswith(m + ".") for m in MUTABLE_FIELDS)
+        and not (k not in old and k in ADDED_FIELDS and new.get(k) == ADDED_FIELDS[k])
     ]
     if diffs:
         k = diffs[0]
@@ -202,6 +258,12 @@ def build(config, workdir: str) -> Run:
     schedule = schedules.schedule_from_config(
         config.schedule, basis, family=dict(config.get("family", {}))
     )
+    if any_paths_options(config) is not None and not paths.has_common_end_points(schedule):
+        raise ValueError(
+            f"config.train.paths='any' needs a schedule with common end points; "
+            f"config.schedule.name={config.schedule.name!r} has none: use clip=True with a "
+            "linear family, or 'autoregressive'"
+        )
     root = jax.random.PRNGKey(config.seed)
     graphdef, params = create_model(
         config.model,

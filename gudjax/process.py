@@ -114,6 +114,7 @@ def loss_given_noise(
     params: Mapping | None = None,
     weighting: str = "unweighted",
     to_output: Callable[[Array], Array] | None = None,
+    state: NoiseState | None = None,
 ) -> Array:
     """Per-example ε-prediction loss, (B,), for given times t (B,) and noise ε (B, D).
 
@@ -121,6 +122,8 @@ def loss_given_noise(
         loss_b = mean_i w_i(t_b)·(ε̂_i − ε_i)²   ("unweighted": w = 1; "elbo": w = ½ dγ/dt).
 
     `params` are per-example family parameters {name: (B,)} (None: the schedule's defaults).
+    `state`: the noising states (B, D) to use instead of the schedule's at t (any-path
+    training, `gudjax.paths`; "elbo" then weights by that state's own dγ/dt = β/σ²).
     `to_output`: an orthonormal map of the component vector (e.g. `basis.to_image`) in
     whose space `eps_fn` returns ε̂; the target is then `to_output(ε)` (no gradient) and the
     loss is the mean over that output's entries. With U orthonormal this equals the
@@ -131,7 +134,8 @@ def loss_given_noise(
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown loss weighting '{weighting}'; allowed: {', '.join(WEIGHTINGS)}")
-    state = batch_noise_state(schedule, t, params)
+    if state is None:
+        state = batch_noise_state(schedule, t, params)
     z_t = forward_sample(z0, state, eps)
     eps_hat = eps_fn(z_t, state, t)
     if to_output is None:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from gudjax import process
+from gudjax import paths, process
 from gudjax.models import apply_model
 
 Array = Any
@@ -108,6 +108,32 @@ def draw_randomness(rng, *, global_batch: int, local: int, dim: int, family_rang
     return t, fam, eps
 
 
+def draw_path_state(rng, basis, schedule, t, fam, *, global_batch: int, any_paths):
+    """This device's noising states on random paths between the common end points
+    (`gudjax.paths`, docs/maths.md §4.1): windows drawn with the global batch shape, then
+    sliced; with probability `any_paths.p_family` an example keeps its family member's state
+    at (t, fam) instead."""
+    if not paths.has_common_end_points(schedule):
+        raise ValueError(
+            f"training over any path needs a schedule with common end points (a clipped linear "
+            f"family or 'autoregressive'), got '{schedule.kind}'"
+        )
+    local = t.shape[0]
+    k_win, k_mix = jax.random.split(rng)
+    if any_paths.per_component:
+        units, num_units = jnp.arange(basis.dim), basis.dim
+    else:
+        units, num_units = basis.groups, basis.num_groups
+    windows = paths.draw_windows(k_win, global_batch, num_units, any_paths.min_length)
+    windows = paths.PathWindows(*(_local_slice(w, local) for w in windows))
+    state = paths.path_state(schedule, t, windows, units)
+    if any_paths.p_family > 0.0:
+        use_family = jax.random.bernoulli(k_mix, any_paths.p_family, (global_batch,))
+        family_state = process.batch_noise_state(schedule, t, fam or None)
+        state = paths.mix_states(_local_slice(use_family, local), family_state, state)
+    return state
+
+
 #: Where the unweighted ε-loss is evaluated (the two are equal up to float rounding):
 #:   "image":      mean (Uᵀε̂ − Uᵀε)² — the network output as it comes, the target mapped once
 #:                 by Uᵀ (no gradient flows through a basis transform);
@@ -130,9 +156,13 @@ def loss_fn(
     weighting,
     global_batch,
     loss_space="image",
+    any_paths=None,
 ):
     """This device's mean ε-loss (`process.loss_given_noise`, the loss the closed-form tests
-    check), with t, family parameters and ε drawn for the global batch (`draw_randomness`)."""
+    check), with t, family parameters and ε drawn for the global batch (`draw_randomness`).
+
+    `any_paths` (a `paths.AnyPaths`, or None for the family's members): the noising states
+    come from random paths between the common end points (`draw_path_state`)."""
     k_draw, k_drop = jax.random.split(rng)
     t, fam, eps = draw_randomness(
         k_draw,
@@ -141,6 +171,17 @@ def loss_fn(
         dim=basis.dim,
         family_ranges=family_ranges,
     )
+    state = None
+    if any_paths is not None:
+        state = draw_path_state(
+            jax.random.fold_in(k_draw, 1),
+            basis,
+            schedule,
+            t,
+            fam,
+            global_batch=global_batch,
+            any_paths=any_paths,
+        )
     k_drop = jax.random.fold_in(k_drop, lax.axis_index(AXIS))
     if weighting == "unweighted" and loss_space == "image":
 
@@ -168,6 +209,7 @@ def loss_fn(
         params=fam or None,
         weighting=weighting,
         to_output=to_output,
+        state=state,
     )
     return jnp.mean(per_example)
 
@@ -185,6 +227,7 @@ def train_step(
     weighting: str,
     ema_decay: float,
     loss_space: str = "image",
+    any_paths=None,
 ):
     """One optimisation step on this device's slice x (B_local, H, W, C) of the batch.
 
@@ -204,6 +247,7 @@ def train_step(
         weighting=weighting,
         global_batch=global_batch,
         loss_space=loss_space,
+        any_paths=any_paths,
     )
     grads = lax.pmean(grads, AXIS)
     loss = lax.pmean(loss, AXIS)
@@ -227,12 +271,14 @@ def train_step(
 
 
 def make_sharded_train_step(
-    mesh, *, graphdef, tx, family_ranges, weighting, ema_decay, loss_space="image"
+    mesh, *, graphdef, tx, family_ranges, weighting, ema_decay, loss_space="image",
+    any_paths=None,
 ):
     """jit(shard_map(train_step)): state/basis/schedule/rng replicated, batch split on 'data'.
 
     The state argument is donated. Inputs must already be placed (`replicate`, `shard_batch`).
     `loss_space` ∈ LOSS_SPACES (same loss; "image" saves a basis transform and its transpose).
+    `any_paths`: a `paths.AnyPaths` to train over random paths (None: the family's members).
     """
     if loss_space not in LOSS_SPACES:
         raise ValueError(f"unknown loss_space '{loss_space}'; allowed: {', '.join(LOSS_SPACES)}")
@@ -246,6 +292,7 @@ def make_sharded_train_step(
         weighting=weighting,
         ema_decay=float(ema_decay),
         loss_space=loss_space,
+        any_paths=any_paths,
     )
     mapped = jax.shard_map(
         step,

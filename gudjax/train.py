@@ -24,7 +24,7 @@ import numpy as np
 import gudjax
 from gudjax import generation, input_pipeline, plotting, step
 from gudjax.distributed import TrainingError, maybe_initialize_distributed
-from gudjax.experiment import build, check_config_change, restore_state
+from gudjax.experiment import any_paths_options, build, check_config_change, restore_state
 from gudjax.models import count_params
 from gudjax.runtime import make_mesh, replicate, shard_batch
 from gudjax.score_model import network_model
@@ -189,6 +189,7 @@ def _train(config, workdir: str) -> dict:
         family_ranges=dict(config.get("family", {})),
         weighting=config.train.loss_weighting,
         ema_decay=config.optim.ema_decay,
+        any_paths=any_paths_options(config),
     )
     num_steps = config.train.num_steps
     writer = _Writer(workdir, start)
