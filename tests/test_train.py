@@ -340,3 +340,20 @@ def test_image_space_loss_equals_component_space_loss(setup):
             ema_decay=0.9,
             loss_space="pixels",
         )
+
+
+def test_ema_warm_up_keeps_the_initial_weights_out(setup):
+    """EMA update after `step` steps uses min(decay, (1 + step)/(10 + step)): after one step
+    the average is 0.1·p0 + 0.9·p1, not 0.9·p0 + 0.1·p1; the cap holds from then on."""
+    np.testing.assert_allclose(
+        np.asarray(step.ema_decay_at(jnp.arange(4), 0.999)), [0.1, 2 / 11, 3 / 12, 4 / 13],
+        rtol=1e-6,
+    )
+    assert float(step.ema_decay_at(10**6, 0.999)) == np.float32(0.999)
+    mesh1 = jax.make_mesh((1,), (step.AXIS,), devices=jax.devices()[:1])
+    p0 = setup[4]
+    s1, _, _ = _run_steps(mesh1, setup, 1)
+    for e, a, b in zip(jax.tree.leaves(s1["ema_params"]), jax.tree.leaves(p0),
+                       jax.tree.leaves(s1["params"]), strict=True):
+        np.testing.assert_allclose(e, 0.1 * np.asarray(a) + 0.9 * np.asarray(b), rtol=1e-5,
+                                   atol=1e-7)
