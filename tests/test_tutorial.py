@@ -60,4 +60,8 @@ def test_tutorial_runs(tmp_path, monkeypatch):
     )
     t0 = time.time()
     client.execute(env=env)  # raises CellExecutionError on the first failing cell
+    for cell in nb.cells:  # the printed numbers (shown with pytest -s)
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stdout":
+                print(out["text"], end="")
     print(f"tutorial ran in {time.time() - t0:.0f} s")
