@@ -17,7 +17,9 @@ the 2D sigma points of the exact p_1 (the flow is affine for the oracle's linear
 this is their exact output covariance; `floor` = 0). Stochastic ones ('sde', 'ddim_sde') run
 n exact p_1 samples; `floor` is the expected Monte-Carlo error of an n-sample covariance and
 `cov_err_debiased` = √max(err² − floor², 0). Steps per sampler: the most with
-`solvers.nfe(sampler, steps)` ≤ NFE (`nfe` in the row is the actual count).
+`solvers.nfe(sampler, steps)` ≤ NFE (`nfe` in the row is the actual count). A sampler entry
+may name its time grid, `dpmpp_2m_g@arc` (`solvers.TIME_GRIDS`; `--time-grid G` sets it for
+every entry without one; none: the sampler's default); the row's `time_grid` says which.
 
 FD rows (`--workdir`): the trained model's samples (1000, `--fd-samples`) through
 `generation.generate`, the project's classifier FD against the test split (`gudjax.frechet`),
@@ -69,17 +71,31 @@ def oracle_setup(name: str):
     return basis, schedule, GaussianOracle.from_data(basis, mu, cov), cov
 
 
-@functools.partial(jax.jit, static_argnames=("solver", "steps"))
-def _z0(oracle, schedule, z1, rng, *, solver, steps):
+def parse_sampler(entry: str, time_grid: str | None = None) -> tuple[str, str]:
+    """'name' or 'name@grid' → (sampler, time grid); `time_grid` (None: the sampler's
+    default) for an entry without '@'. One-line errors for unknown names."""
+    solver, _, grid = entry.partition("@")
+    if solver not in solvers.SAMPLERS:
+        raise ValueError(
+            f"unknown --samplers entry {solver!r}; allowed: {', '.join(solvers.SAMPLERS)}"
+        )
+    grid = grid or time_grid or solvers.default_time_grid(solver)
+    return solver, solvers.check_time_grid(grid, "--samplers/--time-grid time grid")
+
+
+@functools.partial(jax.jit, static_argnames=("solver", "steps", "time_grid"))
+def _z0(oracle, schedule, z1, rng, *, solver, steps, time_grid=None):
     gamma_fn = lambda t: schedule.gamma(t)
     return solvers.run(
-        solver, rng, oracle.score_fn(gamma_fn), gamma_fn, z1, steps,
+        solver, rng, oracle.score_fn(gamma_fn), gamma_fn, z1, steps, time_grid=time_grid,
         data_var=jnp.exp(schedule.rho),
     )
 
 
-def oracle_rows(nfes, n_mc: int, extra=(), *, names=None, samplers=None, log=print) -> list[dict]:
-    """Rows for the `names` of SCHEDULES (all) × `samplers` (all) × nfes, plus `extra`."""
+def oracle_rows(nfes, n_mc: int, extra=(), *, names=None, samplers=None, time_grid=None,
+                log=print) -> list[dict]:
+    """Rows for the `names` of SCHEDULES (all) × `samplers` (all; entries 'name' or
+    'name@grid', see `parse_sampler`) × nfes, plus `extra` ((entry, nfe) pairs)."""
     rows = []
     samplers = tuple(solvers.SAMPLERS) if samplers is None else tuple(samplers)
     for name in SCHEDULES if names is None else names:
@@ -89,26 +105,27 @@ def oracle_rows(nfes, n_mc: int, extra=(), *, names=None, samplers=None, log=pri
         points = oracle.sigma_points(g1)
         mc = oracle.sample(jax.random.key(7), g1, n_mc)
         points_list = [(s, n) for s in samplers for n in nfes] + list(extra)
-        for solver, target in points_list:
+        for entry, target in points_list:
+            solver, grid = parse_sampler(entry, time_grid)
             stochastic = solvers.SAMPLERS[solver][2]
             steps = steps_for(solver, target)
             t0 = time.perf_counter()
             z = _z0(z_only, schedule, mc if stochastic else points, jax.random.key(3),
-                    solver=solver, steps=steps)
+                    solver=solver, steps=steps, time_grid=grid)
             x = np.asarray(basis.decode(z), np.float64).reshape(z.shape[0], -1)
             err = oc.cov_rel_error(x, cov, population=not stochastic)
             floor = oc.mc_floor(cov, n_mc) if stochastic else 0.0
             row = dict(
                 sampler=solver, schedule=name, nfe=solvers.nfe(solver, steps),
                 nfe_target=target, steps=steps,
-                time_grid=solvers.default_time_grid(solver),
+                time_grid=grid,
                 oracle_cov_err=err, floor=floor,
                 cov_err_debiased=math.sqrt(max(err * err - floor * floor, 0.0))
                 if math.isfinite(err) else err,
                 n=int(z.shape[0]), seconds=time.perf_counter() - t0,
             )
             rows.append(row)
-            log(f"{name:16s} {solver:11s} nfe={row['nfe']:3d} err={err:.4f} "
+            log(f"{name:16s} {solver + '@' + grid:18s} nfe={row['nfe']:3d} err={err:.4f} "
                 f"floor={floor:.4f} ({row['seconds']:.1f} s)")
     return rows
 
@@ -237,7 +254,9 @@ def main(argv=None) -> int:
                    help="with --workdir: sampler time per network call vs a bare forward pass")
     p.add_argument("--no-oracle", action="store_true")
     p.add_argument("--nfes", help="comma-separated NFE list (default: the preset's)")
-    p.add_argument("--samplers", help="comma-separated subset of the samplers")
+    p.add_argument("--samplers", help="comma-separated samplers, each 'name' or 'name@grid'")
+    p.add_argument("--time-grid", help=f"time grid of entries without '@' "
+                   f"({', '.join(solvers.TIME_GRIDS)}; default: each sampler's own)")
     p.add_argument("--schedules", help=f"comma-separated subset of {', '.join(SCHEDULES)}")
     a = p.parse_args(argv)
     nfes = QUICK_NFES if a.quick else NFES
@@ -245,16 +264,18 @@ def main(argv=None) -> int:
         nfes = tuple(int(n) for n in a.nfes.split(","))
     samplers = a.samplers.split(",") if a.samplers else None
     names = a.schedules.split(",") if a.schedules else None
-    for bad in set(samplers or ()) - set(solvers.SAMPLERS):
-        raise ValueError(
-            f"unknown --samplers entry {bad!r}; allowed: {', '.join(solvers.SAMPLERS)}"
-        )
+    for entry in samplers or ():
+        parse_sampler(entry, a.time_grid)
+    if a.time_grid:
+        solvers.check_time_grid(a.time_grid, "--time-grid")
     for bad in set(names or ()) - set(SCHEDULES):
         raise ValueError(f"unknown --schedules entry {bad!r}; allowed: {', '.join(SCHEDULES)}")
     n_mc = a.n_mc or (8000 if a.quick else 20000)
     t0 = time.time()
     extra = QUICK_EXTRA if a.quick and samplers is None else ()
-    rows = [] if a.no_oracle else oracle_rows(nfes, n_mc, extra, names=names, samplers=samplers)
+    rows = [] if a.no_oracle else oracle_rows(
+        nfes, n_mc, extra, names=names, samplers=samplers, time_grid=a.time_grid
+    )
     eff = None
     if a.workdir and a.efficiency:
         eff = efficiency(load_model(a.workdir, a.config)[1])

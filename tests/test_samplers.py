@@ -134,3 +134,24 @@ def test_bench_samplers_tiny(tmp_path):
         assert r["nfe"] <= 4
     det = next(r for r in rows if r["sampler"] == "dpmpp_2m_g")
     assert det["floor"] == 0.0 and det["oracle_cov_err"] < 0.05
+
+
+def test_bench_samplers_time_grid_per_sampler(tmp_path):
+    """'name@grid' entries pick the time grid per sampler; the row records it."""
+    import json
+
+    from experiments import bench_samplers
+
+    assert bench_samplers.parse_sampler("dpmpp_2m_g@arc") == ("dpmpp_2m_g", "arc")
+    assert bench_samplers.parse_sampler("heun", "lambda") == ("heun", "lambda")
+    assert bench_samplers.parse_sampler("heun") == ("heun", solvers.default_time_grid("heun"))
+    with pytest.raises(ValueError, match="--samplers"):
+        bench_samplers.parse_sampler("rk9@arc")
+    with pytest.raises(ValueError, match="time grid"):
+        bench_samplers.parse_sampler("ddim@nope")
+    path = tmp_path / "b.json"
+    bench_samplers.main(["--json", str(path), "--nfes", "3", "--samplers",
+                         "ddim_g@arc,ddim_g", "--schedules", "standard", "--time-grid", "lambda"])
+    rows = json.loads(path.read_text())["rows"]
+    assert [(r["sampler"], r["time_grid"]) for r in rows] == [("ddim_g", "arc"),
+                                                              ("ddim_g", "lambda")]
