@@ -6,11 +6,10 @@ import pathlib
 import sys
 import time
 
+import ipykernel  # noqa: F401  (the kernel the notebook runs in; test-only requirement)
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "docs" / "tutorial.ipynb"
 
