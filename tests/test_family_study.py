@@ -12,6 +12,11 @@ from experiments import family_study
 
 def test_study_config_clips_the_family_and_holds_out_validation():
     config, notes = family_study.study_config("configs/digits_haar.py", quick=True)
+    assert config.schedule.clip is True  # the demo's family is clipped already
+    assert notes["family_clip"]["switched_on"] is False
+    config, notes = family_study.study_config(
+        "configs/digits_haar.py", quick=True, sets=["schedule.clip=False"]
+    )
     assert config.schedule.clip is True
     assert notes["family_clip"]["switched_on"] is True
     assert config.data.validation_every == family_study.VALIDATION_EVERY
