@@ -172,8 +172,10 @@ def efficiency(model, *, batch: int = 16, steps: int = 10, repeats: int = 3) -> 
     return {"forward_ms": 1e3 * t["forward"], "batch": batch, "rows": rows}
 
 
-def fd_rows(workdir: str, config_path: str, nfes, num: int, log=print) -> list[dict]:
-    """FD vs NFE of the trained model in `workdir` (samples saved per point)."""
+def fd_rows(workdir: str, config_path: str, nfes, num: int, *, samplers=None, time_grid=None,
+            log=print) -> list[dict]:
+    """FD vs NFE of the trained model in `workdir` for `samplers` ('name' or 'name@grid';
+    None: all), samples saved per point."""
     from gudjax import evaluate, features, frechet, generation
 
     config, model, step = load_model(workdir, config_path)
@@ -182,37 +184,48 @@ def fd_rows(workdir: str, config_path: str, nfes, num: int, log=print) -> list[d
     out_dir = os.path.join(workdir, "bench_samplers")
     os.makedirs(out_dir, exist_ok=True)
     rows = []
-    for solver in solvers.SAMPLERS:
+    entries = tuple(solvers.SAMPLERS) if samplers is None else tuple(samplers)
+    for solver, grid in (parse_sampler(e, time_grid) for e in entries):
         for target in nfes:
             steps = steps_for(solver, target)
             t0 = time.perf_counter()
             images = generation.generate(model, num, rng=jax.random.PRNGKey(0), solver=solver,
-                                         steps=steps, batch_size=min(num, 250))
+                                         steps=steps, batch_size=min(num, 250), time_grid=grid)
             fd = features.frechet_distance(
                 *features.feature_stats(info["extractor"](frechet.as_real_images(images))),
                 info["ref_mean"], info["ref_cov"],
             )
             nfe = solvers.nfe(solver, steps)
-            np.savez_compressed(os.path.join(out_dir, f"{solver}_nfe{nfe}.npz"), images=images)
-            rows.append(dict(sampler=solver, nfe=nfe, steps=steps, schedule=config.schedule.name,
+            np.savez_compressed(os.path.join(out_dir, f"{solver}@{grid}_nfe{nfe}.npz"),
+                                images=images)
+            rows.append(dict(sampler=solver, time_grid=grid, nfe=nfe, steps=steps,
+                             schedule=config.schedule.name,
                              fd=float(fd), step=int(step), num=num,
                              seconds=time.perf_counter() - t0))
-            log(f"FD {solver:11s} nfe={nfe:3d} fd={fd:.3f} ({rows[-1]['seconds']:.0f} s)")
+            log(f"FD {_label(rows[-1]):16s} nfe={nfe:3d} fd={fd:.3f} "
+                f"({rows[-1]['seconds']:.0f} s)")
     return rows
+
+
+def _label(row: dict) -> str:
+    """'sampler', or 'sampler@grid' when the row's grid is not the sampler's default."""
+    grid = row.get("time_grid")
+    default = solvers.default_time_grid(row["sampler"])
+    return row["sampler"] if grid in (None, default) else f"{row['sampler']}@{grid}"
 
 
 def fd_summary(rows: list[dict], *, ref=("sde", 200), within: float = 0.05) -> dict:
     """Per sampler, the fewest network calls whose FD is within `within` (5%) of the FD of
     `ref` (Euler–Maruyama at 200 NFE); None where no point gets there. Empty without `ref`."""
     fd_rows_ = [r for r in rows if "fd" in r]
-    refs = [r["fd"] for r in fd_rows_ if (r["sampler"], r["nfe"]) == ref]
+    refs = [r["fd"] for r in fd_rows_ if (_label(r), r["nfe"]) == ref]
     if not refs:
         return {}
     bar = (1.0 + within) * refs[0]
     out = {"reference": dict(sampler=ref[0], nfe=ref[1], fd=refs[0]), "bar": bar,
            "nfe_within": {}}
-    for solver in dict.fromkeys(r["sampler"] for r in fd_rows_):
-        ok = sorted(r["nfe"] for r in fd_rows_ if r["sampler"] == solver and r["fd"] <= bar)
+    for solver in dict.fromkeys(_label(r) for r in fd_rows_):
+        ok = sorted(r["nfe"] for r in fd_rows_ if _label(r) == solver and r["fd"] <= bar)
         out["nfe_within"][solver] = ok[0] if ok else None
     return out
 
@@ -226,8 +239,8 @@ def plot_fd(rows: list[dict], path: str, summary: dict) -> None:
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     fd_rows_ = [r for r in rows if "fd" in r]
-    for solver in dict.fromkeys(r["sampler"] for r in fd_rows_):
-        pts = sorted((r["nfe"], r["fd"]) for r in fd_rows_ if r["sampler"] == solver)
+    for solver in dict.fromkeys(_label(r) for r in fd_rows_):
+        pts = sorted((r["nfe"], r["fd"]) for r in fd_rows_ if _label(r) == solver)
         ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=solver)
     if summary:
         ax.axhline(summary["bar"], ls="--", c="k", lw=0.8,
@@ -283,7 +296,8 @@ def main(argv=None) -> int:
             print(f"{r['sampler']:11s} {r['ms_per_nfe']:8.2f} ms/NFE  "
                   f"{r['ratio_to_forward']:.2f}x forward ({eff['forward_ms']:.2f} ms)")
     elif a.workdir:
-        rows += fd_rows(a.workdir, a.config, nfes, a.fd_samples)
+        rows += fd_rows(a.workdir, a.config, nfes, a.fd_samples, samplers=samplers,
+                        time_grid=a.time_grid)
     out = dict(rows=rows, efficiency=eff, nfes=list(nfes), n_mc=n_mc, quick=a.quick,
                wall_seconds=time.time() - t0, devices=str(jax.devices()[0].platform))
     if any("fd" in r for r in rows):

@@ -155,3 +155,20 @@ def test_bench_samplers_time_grid_per_sampler(tmp_path):
     rows = json.loads(path.read_text())["rows"]
     assert [(r["sampler"], r["time_grid"]) for r in rows] == [("ddim_g", "arc"),
                                                               ("ddim_g", "lambda")]
+
+
+def test_fd_summary_and_plot(tmp_path):
+    """The fewest NFE within 5% of Euler–Maruyama@200's FD, per sampler (and grid)."""
+    from experiments import bench_samplers as bs
+
+    rows = [dict(sampler="sde", time_grid="uniform", nfe=n, fd=f)
+            for n, f in ((10, 50.0), (100, 21.0), (200, 20.0))]
+    rows += [dict(sampler="dpmpp_2m_g", time_grid="uniform", nfe=n, fd=f)
+             for n, f in ((5, 30.0), (10, 20.9), (20, 19.0))]
+    rows += [dict(sampler="dpmpp_2m_g", time_grid="arc", nfe=5, fd=40.0)]
+    s = bs.fd_summary(rows)
+    assert s["reference"]["fd"] == 20.0 and s["bar"] == pytest.approx(21.0)
+    assert s["nfe_within"] == {"sde": 100, "dpmpp_2m_g": 10, "dpmpp_2m_g@arc": None}
+    assert bs.fd_summary(rows[3:]) == {}  # no reference, no summary
+    bs.plot_fd(rows, str(tmp_path / "fd.png"), s)
+    assert (tmp_path / "fd.png").stat().st_size > 0
