@@ -462,11 +462,7 @@ def main(argv=None, *, configure_logging: bool = True) -> int:
         return 2
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     out["plot"] = plot(out, os.path.splitext(args.json)[0] + ".png")
-    out = family_study._clean(out)
-    tmp = args.json + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(out, f, indent=1)
-    os.replace(tmp, args.json)
+    out = family_study.write_json(out, args.json)
     print(format_table(out), flush=True)
     print(f"wrote {args.json} and {out['plot']} ({out['seconds']} s)")
     return 0

@@ -523,6 +523,16 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def write_json(out: dict, path: str) -> dict:
+    """Write a study's result (NaN → null) to `path` atomically; returns what was written."""
+    out = _clean(out)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=1)
+    os.replace(tmp, path)
+    return out
+
+
 def main(argv=None, *, configure_logging: bool = True) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("config", help="configs/X.py[:ARG]")
@@ -564,11 +574,7 @@ def main(argv=None, *, configure_logging: bool = True) -> int:
         return 2
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     out["plot"] = plot_validation(out, os.path.splitext(args.json)[0] + ".png")
-    out = _clean(out)
-    tmp = args.json + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(out, f, indent=1)
-    os.replace(tmp, args.json)
+    out = write_json(out, args.json)
     print(format_table(out), flush=True)
     print(f"wrote {args.json} and {out['plot']} ({out['seconds']} s)")
     return 0
