@@ -60,7 +60,7 @@ def test_quick_study_on_digits_and_resume(tmp_path):
     assert family_study.main(argv, configure_logging=False) == 0
     r = json.loads(out_json.read_text())
     assert r["levels"] == 17 and r["seeds"] == [0] and r["validation_every"] == 10
-    assert r["family_clip"]["clip"] is True and r["family_clip"]["switched_on"] is True
+    assert r["family_clip"]["clip"] is True and r["family_clip"]["switched_on"] is False
     b = r["baselines"]
     for k in ("gaussian_bpd", "gaussian_bpd_se", "categorical_bpd", "categorical_bpd_se"):
         assert math.isfinite(b[k]) and b[k] > 0, k
