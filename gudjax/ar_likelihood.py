@@ -29,17 +29,11 @@ from collections.abc import Callable
 from typing import Any
 
 import diffrax
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gudjax.likelihood import (
-    DIVERGENCES,
-    augmented_norm,
-    divergence_fn,
-    level_offset,
-)
-from gudjax.sampling import ADAPTIVE_SOLVERS, _adaptive_solver, step_size_controller
+from gudjax.likelihood import augmented_norm, level_offset, ode_setup
+from gudjax.sampling import step_size_controller
 
 Array = Any
 
@@ -90,25 +84,14 @@ def ode_block_log_likelihood(
         z_edges      (K+1, B, D) the state at t = 0, 1/K, …, 1
         nfe          ()      vector-field evaluations over all windows
     """
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"unknown divergence '{divergence}'; allowed: {', '.join(DIVERGENCES)}")
-    if solver not in ADAPTIVE_SOLVERS:
-        raise ValueError(f"unknown ODE solver '{solver}'; allowed: {', '.join(ADAPTIVE_SOLVERS)}")
-    z0 = jnp.asarray(z0)
-    if z0.ndim != 2:
-        raise ValueError(f"z0 must have shape (B, D), got {tuple(z0.shape)}")
+    z0, field, solver_obj, evals = ode_setup(
+        score_fn, gamma_fn, z0, divergence=divergence, rng=rng, num_probes=num_probes,
+        solver=solver, rademacher=rademacher,
+    )
     blocks = np.asarray(blocks).astype(np.int64)
     k_count = int(num_blocks)
     if blocks.shape != (z0.shape[-1],) or blocks.min() < 0 or blocks.max() >= k_count:
         raise ValueError(f"blocks must be (D,) = ({z0.shape[-1]},) ints in [0, {k_count})")
-    probes = None
-    if divergence == "hutchinson":
-        if rng is None:
-            raise ValueError("divergence='hutchinson' needs rng= for the Rademacher probes")
-        draw = jax.random.rademacher if rademacher is None else rademacher
-        probes = draw(rng, (int(num_probes), *z0.shape), z0.dtype)
-    solver_obj, evals = _adaptive_solver(solver)
-    field = divergence_fn(score_fn, gamma_fn, divergence=divergence, probes=probes)
     controller = step_size_controller(rtol, atol, None, norm=augmented_norm)
     # windows in forward-time order: w = 0 is block K − 1 (noised first, generated last)
     z, edges, deltas, nfe = z0, [z0], [None] * k_count, 0

@@ -92,6 +92,31 @@ def divergence_fn(score_fn, gamma_fn, *, divergence: str = "exact", probes: Arra
     return field
 
 
+def ode_setup(score_fn, gamma_fn, z0, *, divergence, rng, num_probes, solver, rademacher):
+    """Checked inputs of a PF-ODE likelihood solve: (z0 (B, D), the augmented field
+    (`divergence_fn`, Hutchinson probes drawn once from `rng`), the diffrax solver, vector-field
+    evaluations per step). One-line errors for an unknown divergence or solver, a z0 that is
+    not (B, D), and Hutchinson without rng or with num_probes < 1."""
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"unknown divergence '{divergence}'; allowed: {', '.join(DIVERGENCES)}")
+    if solver not in ADAPTIVE_SOLVERS:
+        raise ValueError(f"unknown ODE solver '{solver}'; allowed: {', '.join(ADAPTIVE_SOLVERS)}")
+    z0 = jnp.asarray(z0)
+    if z0.ndim != 2:
+        raise ValueError(f"z0 must have shape (B, D), got {tuple(z0.shape)}")
+    probes = None
+    if divergence == "hutchinson":
+        if rng is None:
+            raise ValueError("divergence='hutchinson' needs rng= for the Rademacher probes")
+        if not isinstance(num_probes, int) or num_probes < 1:
+            raise ValueError(f"num_probes must be a positive int, got {num_probes!r}")
+        draw = jax.random.rademacher if rademacher is None else rademacher
+        probes = draw(rng, (num_probes, *z0.shape), z0.dtype)
+    solver_obj, evals = _adaptive_solver(solver)
+    field = divergence_fn(score_fn, gamma_fn, divergence=divergence, probes=probes)
+    return z0, field, solver_obj, evals
+
+
 def ode_log_likelihood(
     score_fn: Callable[[Array, Array], Array],
     gamma_fn: Callable[[Array], Array],
@@ -127,24 +152,11 @@ def ode_log_likelihood(
     `rademacher(key, shape, dtype)` draws the probes (default `jax.random.rademacher`; the
     per-device NLL passes `runtime.global_draw` so probes do not depend on the devices).
     """
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"unknown divergence '{divergence}'; allowed: {', '.join(DIVERGENCES)}")
-    if solver not in ADAPTIVE_SOLVERS:
-        raise ValueError(f"unknown ODE solver '{solver}'; allowed: {', '.join(ADAPTIVE_SOLVERS)}")
-    z0 = jnp.asarray(z0)
-    if z0.ndim != 2:
-        raise ValueError(f"z0 must have shape (B, D), got {tuple(z0.shape)}")
-    probes = None
-    if divergence == "hutchinson":
-        if rng is None:
-            raise ValueError("divergence='hutchinson' needs rng= for the Rademacher probes")
-        if not isinstance(num_probes, int) or num_probes < 1:
-            raise ValueError(f"num_probes must be a positive int, got {num_probes!r}")
-        draw = jax.random.rademacher if rademacher is None else rademacher
-        probes = draw(rng, (num_probes, *z0.shape), z0.dtype)
+    z0, field, solver_obj, evals = ode_setup(
+        score_fn, gamma_fn, z0, divergence=divergence, rng=rng, num_probes=num_probes,
+        solver=solver, rademacher=rademacher,
+    )
     prior_logp = standard_normal_logp if prior_logp is None else prior_logp
-    solver_obj, evals = _adaptive_solver(solver)
-    field = divergence_fn(score_fn, gamma_fn, divergence=divergence, probes=probes)
     y0 = (z0, jnp.zeros(z0.shape[:1], z0.dtype))
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(field),
