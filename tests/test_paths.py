@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
+from test_train import tiny_config
 
 from configs import digits_haar
 from gudjax import bases, experiment, input_pipeline, paths, process, schedules, step, train
@@ -148,21 +149,11 @@ def test_old_workdir_without_the_new_fields_still_resumes(tmp_path):
 
 
 # ------------------------------------------------------------------ the train step
-def _tiny_config(data_dir):
-    c = digits_haar.get_config("runlocal")
-    c.data.data_dir = str(data_dir)
-    c.batch_size = 16
-    m = c.model
-    m.ch, m.ch_mult, m.num_res_blocks = 8, (1, 2), 1
-    m.attn_resolutions, m.cross_attn_resolutions = (4,), (4,)
-    m.token_dim, m.num_heads, m.dropout = 16, 2, 0.0
-    c.optim.decay, c.optim.warmup_steps, c.optim.lr = "constant", 0, 3e-3
-    return c
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    c = _tiny_config(tmp_path_factory.mktemp("tfds"))
+    # test_train's tiny network, no warm-up and a larger step so a few steps lower the loss
+    c = tiny_config(tmp_path_factory.mktemp("tfds"), **{"optim.warmup_steps": 0,
+                                                         "optim.lr": 3e-3})
     batches = (input_pipeline.to_model_input(b) for b in input_pipeline.fit_batches(c.data))
     basis = bases.fit_basis("haar", batches, whiten=True, levels=3)
     schedule = schedules.make_schedule("soft", basis, labels="level", clip=True)
