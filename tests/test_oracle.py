@@ -3,8 +3,9 @@ schedule family among them, through its own example on the Haar basis; the comma
 those on pixels), the product's own start from N(0, I), plus the oracle itself.
 
 The table is computed once per session by exactly `experiments.oracle_check.run_rows` (preset
-TEST: the same 20000 samples as the full check, half its steps), so the test and the command
-cannot diverge; each row is then its own parameterised test.
+TEST: the same 20000 samples as the full check, fewer steps; the exact-covariance Heun column
+on every row, Euler–Maruyama on the first row of each prior in each schedule group), so the
+test and the command cannot diverge; each row is then its own parameterised test.
 """
 
 import math
@@ -37,16 +38,24 @@ def table() -> dict:
     return {res["row"]: res for res in oracle_check.run_rows(ROWS, TEST)}
 
 
+@pytest.mark.slow  # the table: a few minutes of CPU
 @pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
 def test_oracle_row(row, table):
     res = table[row.name]
     msg = oracle_check.HEADER + "\n" + oracle_check.format_row(res)
     assert res["nll_err"] < NLL_THRESHOLD, msg
-    assert res["sde_cov_err"] < COV_THRESHOLD, msg
-    assert res["ode_cov_err"] < COV_THRESHOLD, msg
-    assert res["sde_mean_err"] < 0.05 and res["ode_mean_err"] < 0.05, msg
+    assert res["ode_cov_err"] < COV_THRESHOLD and res["ode_mean_err"] < 0.05, msg
+    if res["sde_cov_err"] is not None:
+        assert res["sde_cov_err"] < COV_THRESHOLD and res["sde_mean_err"] < 0.05, msg
     assert res["standard_diffusion"] is not False, msg
     assert res["passed"], msg
+
+
+def test_euler_maruyama_ran_on_every_schedule_kind_and_prior(table):
+    """The SDE column is filled on at least one row per (schedule, prior, shape)."""
+    with_sde = {(r.schedule, r.whiten, r.shape) for r in ROWS
+                if table[r.name]["sde_cov_err"] is not None}
+    assert with_sde == {(r.schedule, r.whiten, r.shape) for r in ROWS}
 
 
 @pytest.fixture(scope="module")

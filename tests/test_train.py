@@ -78,6 +78,7 @@ def _run_steps(mesh, setup, n_steps):
     return jax.device_get(state), losses, fn
 
 
+@pytest.mark.slow
 def test_data_parallel_step_equals_single_device(setup):
     assert jax.device_count() == 8
     mesh8 = train.make_mesh()
@@ -222,6 +223,7 @@ def test_config_change_refused_unless_allowed(data_dir, tmp_path):
         train.train_and_evaluate(tiny_config(data_dir, **{"optim.lr": 0.5}), wd)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_run_and_keeps_last_good_checkpoint(data_dir, tmp_path):
     wd = str(tmp_path / "nan")
     train.train_and_evaluate(tiny_config(data_dir, **{"train.num_steps": 2}), wd)
