@@ -25,13 +25,16 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Files with the most slow tests run first (a stable sort keeps each file's tests
-    together): with `-n 2 --dist loadfile` the long files start early, instead of one of
-    them running alone at the end while the other worker idles."""
-    slow: dict = {}
+    """Files with the most slow weight run first (each slow test weighs 1, or its marker's
+    `weight=`; a stable sort keeps each file's tests together): with `-n 2 --dist loadfile`
+    the long files start early, instead of one of them running alone at the end while the
+    other worker idles."""
+    weight: dict = {}
     for item in items:
-        slow[item.path] = slow.get(item.path, 0) + bool(item.get_closest_marker("slow"))
-    items.sort(key=lambda item: -slow[item.path])
+        mark = item.get_closest_marker("slow")
+        w = 0 if mark is None else mark.kwargs.get("weight", 1)
+        weight[item.path] = weight.get(item.path, 0) + w
+    items.sort(key=lambda item: -weight[item.path])
 
 
 #: Added to XLA_FLAGS of the processes the tests start (the CLI, the reliability, sweep and

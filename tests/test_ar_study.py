@@ -11,7 +11,7 @@ import pytest
 from experiments import ar_study
 
 
-@pytest.mark.slow
+@pytest.mark.slow(weight=5)  # about 2 minutes: start it early
 def test_quick_ar_study_on_digits(tmp_path):
     out_json = tmp_path / "ar.json"
     argv = [

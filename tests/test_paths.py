@@ -187,6 +187,7 @@ def _previous_loss_fn(params, graphdef, basis, schedule, x, rng, *, family_range
     return jnp.mean(per_example)
 
 
+@pytest.mark.slow
 def test_family_paths_loss_is_bit_for_bit_the_previous_loss(setup):
     c, basis, schedule, graphdef, params, tx, data = setup
     x = input_pipeline.to_model_input(data.batch(0))
@@ -244,6 +245,7 @@ def _run_any(mesh, setup, n_steps, weighting="unweighted"):
     return losses
 
 
+@pytest.mark.slow
 def test_any_paths_trains_and_is_device_count_invariant(setup):
     assert jax.device_count() == 8
     l8 = _run_any(train.make_mesh(), setup, 12)

@@ -25,7 +25,7 @@ def test_tutorial_committed_without_outputs():
         )
 
 
-@pytest.mark.slow
+@pytest.mark.slow(weight=20)  # about 3 minutes, the longest single test: start it early
 @pytest.mark.timeout(2400)  # hang guard only: a shared, loaded CPU can be slow
 def test_tutorial_runs(tmp_path, monkeypatch):
     """Every cell runs without error in a fresh kernel of this interpreter, on CPU with one
