@@ -93,9 +93,10 @@ class Settings:
 #: The reported check: Monte-Carlo floor ≈ 1.5% (99th percentile 2.5%), EM bias ≤ 0.9%,
 #: Heun bias ≤ 0.9%.
 FULL = Settings(ode_mc=True)
-#: What tests/test_oracle.py runs on every row: the same n (so the same Monte-Carlo margin)
-#: with fewer steps: EM bias ≤ 2.2% at 200 steps, Heun ≤ 2.0% at 60 steps (worst rows, from
-#: propagating the covariance exactly through the discrete samplers).
+#: What tests/test_oracle.py runs: the same n (so the same Monte-Carlo margin), Euler–Maruyama
+#: on the first row of each prior per group, fewer steps: EM bias ≤ 2.2% at 200 steps, Heun
+#: ≤ 2.0% at 60 steps (worst rows, from propagating the covariance exactly through the
+#: discrete samplers).
 TEST = Settings(n_samples=20000, sde_steps=200, ode_steps=60, n_test=4, sde_every_row=False)
 #: A fast smoke run: Monte-Carlo floor ≈ 2.4% (99th percentile ≈ 4.1%) and EM bias ≤ 2.9%,
 #: so a row can cross 5% on the covariance by chance; use FULL or TEST for a verdict.
