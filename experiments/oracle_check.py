@@ -374,7 +374,7 @@ def _run_group(key, members: list[_Row], settings: Settings) -> float:
         samples = {"ode": z_all["ode"][i]}
         if i in sub:
             samples.update({k: z_mc[k][sub.index(i)] for k in mc_kinds})
-        for name in ("sde", "ode", *(("ode_mc",) if settings.ode_mc else ())):
+        for name in ("ode", *mc_kinds):
             if name not in samples:
                 res[f"{name}_cov_err"] = res[f"{name}_mean_err"] = None
                 continue
@@ -386,7 +386,7 @@ def _run_group(key, members: list[_Row], settings: Settings) -> float:
         res = m.result
         res["seconds"] = elapsed / len(members)
         res["group_seconds"] = dict(likelihood=t_nll, samples=elapsed - t_nll)
-        errs = [res[f"{k}_cov_err"] for k in ("sde", "ode", "ode_mc") if f"{k}_cov_err" in res]
+        errs = [res[f"{k}_cov_err"] for k in ("ode", *mc_kinds)]
         cov_ok = all(e < COV_THRESHOLD for e in errs if e is not None)
         res["passed"] = bool(
             res["nll_err"] < NLL_THRESHOLD and cov_ok and res["standard_diffusion"] is not False
