@@ -20,13 +20,17 @@ device count; see `nll_bpd` for how the numbers compare with one-device numbers.
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import time
 
 import jax
 import numpy as np
 
 from gudjax import input_pipeline, likelihood, runtime
 from gudjax.score_model import ScoreModel
+
+log = logging.getLogger("gudjax")
 
 
 def dequantize_uniform(images_uint8, seed: int, levels: int = 256) -> np.ndarray:
@@ -178,13 +182,19 @@ def nll_bpd(
             )
         return {"bpd": b, "nfe": np.int64(np.max(np.asarray(e)))}
 
+    num_batches = -(-n // bs)
     for c in runtime.padded_chunks(n, bs, (x,), mesh=mesh, pad="first"):
+        t0 = time.time()
         if store is None:
             out = one_batch(c)
         else:
             out = store.cached_arrays(f"{chunk_prefix}_b{c.index}", lambda c=c: one_batch(c))
         bpd.append(out["bpd"])
         nfe.append(int(out["nfe"]))
+        if num_batches > 1:  # progress of a long evaluation (stored batches take ~0 s)
+            log.info("NLL %s: batch %d/%d, %.4f bits/dim, %d function evaluations, %.0f s",
+                     chunk_prefix, c.index + 1, num_batches, float(np.mean(out["bpd"])),
+                     nfe[-1], time.time() - t0)
     return {"bpd": np.concatenate(bpd), "nfe": np.asarray(nfe)}
 
 
