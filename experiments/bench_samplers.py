@@ -175,7 +175,10 @@ def efficiency(model, *, batch: int = 16, steps: int = 10, repeats: int = 3) -> 
 def fd_rows(workdir: str, config_path: str, nfes, num: int, *, samplers=None, time_grid=None,
             log=print) -> list[dict]:
     """FD vs NFE of the trained model in `workdir` for `samplers` ('name' or 'name@grid';
-    None: all), samples saved per point."""
+    None: all), samples saved per point as W/bench_samplers/<sampler>@<grid>_nfe<N>.npz.
+    A point whose file exists with `num` images (same sampler, grid, NFE; seed 0) is not
+    sampled again: its FD is recomputed from the file (row `reused` True), so a stopped
+    run resumes point by point."""
     from gudjax import evaluate, features, frechet, generation
 
     config, model, step = load_model(workdir, config_path)
@@ -188,19 +191,26 @@ def fd_rows(workdir: str, config_path: str, nfes, num: int, *, samplers=None, ti
     for solver, grid in (parse_sampler(e, time_grid) for e in entries):
         for target in nfes:
             steps = steps_for(solver, target)
+            nfe = solvers.nfe(solver, steps)
+            path = os.path.join(out_dir, f"{solver}@{grid}_nfe{nfe}.npz")
             t0 = time.perf_counter()
-            images = generation.generate(model, num, rng=jax.random.PRNGKey(0), solver=solver,
-                                         steps=steps, batch_size=min(num, 250), time_grid=grid)
+            images = None
+            if os.path.exists(path):
+                with np.load(path) as f:
+                    images = f["images"] if f["images"].shape[0] == num else None
+            reused = images is not None
+            if not reused:
+                images = generation.generate(model, num, rng=jax.random.PRNGKey(0),
+                                             solver=solver, steps=steps,
+                                             batch_size=min(num, 250), time_grid=grid)
+                np.savez_compressed(path, images=images)
             fd = features.frechet_distance(
                 *features.feature_stats(info["extractor"](frechet.as_real_images(images))),
                 info["ref_mean"], info["ref_cov"],
             )
-            nfe = solvers.nfe(solver, steps)
-            np.savez_compressed(os.path.join(out_dir, f"{solver}@{grid}_nfe{nfe}.npz"),
-                                images=images)
             rows.append(dict(sampler=solver, time_grid=grid, nfe=nfe, steps=steps,
                              schedule=config.schedule.name,
-                             fd=float(fd), step=int(step), num=num,
+                             fd=float(fd), step=int(step), num=num, reused=reused,
                              seconds=time.perf_counter() - t0))
             log(f"FD {_label(rows[-1]):16s} nfe={nfe:3d} fd={fd:.3f} "
                 f"({rows[-1]['seconds']:.0f} s)")

@@ -1,8 +1,11 @@
 """Few-step samplers (gudjax.solvers): frozen components, time grids, oracle accuracy,
 conditional generation and selection through generation.generate."""
 
+import os
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -172,3 +175,36 @@ def test_fd_summary_and_plot(tmp_path):
     assert bs.fd_summary(rows[3:]) == {}  # no reference, no summary
     bs.plot_fd(rows, str(tmp_path / "fd.png"), s)
     assert (tmp_path / "fd.png").stat().st_size > 0
+
+
+def test_fd_rows_resume_from_saved_samples(tmp_path, monkeypatch):
+    """A point whose samples are on disk is not sampled again; its FD is recomputed from
+    the file (same value), so a stopped FD run resumes point by point."""
+    from experiments import bench_samplers as bs
+    from gudjax import evaluate, frechet
+
+    calls = []
+
+    def fake_generate(model, num, *, rng, solver, steps, batch_size, time_grid):
+        calls.append((solver, steps, time_grid))
+        return np.random.default_rng(steps).uniform(-1, 1, (num, 8, 8, 1)).astype(np.float32)
+
+    feats = lambda imgs: np.asarray(imgs).reshape(len(imgs), -1)[:, :6]
+    info = {"extractor": feats, "ref_mean": np.zeros(6), "ref_cov": np.eye(6) * 0.3}
+    cfg = ml_collections.ConfigDict({"schedule": {"name": "soft"}})
+    monkeypatch.setattr(bs, "load_model", lambda w, c: (cfg, None, 7))
+    monkeypatch.setattr(evaluate, "eval_settings", lambda c: {})
+    monkeypatch.setattr(frechet, "fd_setup", lambda c, s, w: {"fd": info})
+    monkeypatch.setattr(generation, "generate", fake_generate)
+    first = bs.fd_rows(str(tmp_path), "x", (5, 10), 32, samplers=["ddim"], log=lambda m: None)
+    assert len(calls) == 2 and not any(r["reused"] for r in first)
+    assert sorted(os.listdir(tmp_path / "bench_samplers")) == ["ddim@uniform_nfe10.npz",
+                                                                "ddim@uniform_nfe5.npz"]
+    again = bs.fd_rows(str(tmp_path), "x", (5, 10, 20), 32, samplers=["ddim"],
+                       log=lambda m: None)
+    assert len(calls) == 3 and calls[-1][1] == 20  # only the new point is sampled
+    assert [r["reused"] for r in again] == [True, True, False]
+    assert [r["fd"] for r in again[:2]] == [r["fd"] for r in first]
+    # a file with another sample count is not reused
+    bs.fd_rows(str(tmp_path), "x", (5,), 16, samplers=["ddim"], log=lambda m: None)
+    assert len(calls) == 4
