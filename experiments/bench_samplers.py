@@ -2,9 +2,10 @@
 
     python -m experiments.bench_samplers [--quick] --json PATH
     python -m experiments.bench_samplers --quick --json PATH \
-        --workdir W --config configs/digits_haar.py[:arg]        # adds FD rows (1000 samples)
+        --workdir W [--config CONFIG[:arg]]      # adds FD rows (1000 samples)
     python -m experiments.bench_samplers --no-oracle --efficiency --json PATH --workdir W \
-        --config configs/digits_haar.py[:arg]      # ms per network call vs a bare forward pass
+        [--config CONFIG[:arg]]                  # ms per network call vs a bare forward pass
+(--config: default the workdir's own config.json, the config it was trained with.)
 
 Oracle rows (exact score, `experiments.oracle_check`'s 8×8×1 Gaussian and fitted bases), for
 every sampler of `gudjax.solvers.SAMPLERS` and NFE ∈ {5, 10, 20, 50, 100, 200} (with --quick
@@ -130,14 +131,21 @@ def oracle_rows(nfes, n_mc: int, extra=(), *, names=None, samplers=None, time_gr
     return rows
 
 
-def load_model(workdir: str, config_path: str):
-    """(config, ScoreModel of the EMA parameters, step) of a trained workdir."""
-    from gudjax import run, sweeps
+def load_model(workdir: str, config_path: str | None = None):
+    """(config, ScoreModel of the EMA parameters, step) of a trained workdir; the config is
+    CONFIG[:ARG] or, with None, the one the workdir was trained with (its config.json)."""
+    import ml_collections
+
+    from gudjax import experiment, run, sweeps
     from gudjax.config_base import load_config_file
     from gudjax.score_model import network_model
 
-    path, _, arg = config_path.partition(":")
-    config = load_config_file(path, arg or None)
+    if config_path is None:
+        config = ml_collections.ConfigDict(
+            experiment.read_config_json(os.path.join(workdir, "config.json")))
+    else:
+        path, _, arg = config_path.partition(":")
+        config = load_config_file(path, arg or None)
     basis, schedule, graphdef, state, step = run.load_trained(config, workdir)
     model = network_model(graphdef, state["ema_params"], basis, schedule,
                           sweeps.family_member(config))
@@ -270,7 +278,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", required=True)
     p.add_argument("--workdir")
-    p.add_argument("--config", default="configs/digits_haar.py")
+    p.add_argument("--config", default=None,
+                   help="CONFIG[:ARG] of --workdir (default: the workdir's own config.json)")
     p.add_argument("--fd-samples", type=int, default=1000)
     p.add_argument("--n-mc", type=int, default=None)
     p.add_argument("--efficiency", action="store_true",

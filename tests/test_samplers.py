@@ -208,3 +208,21 @@ def test_fd_rows_resume_from_saved_samples(tmp_path, monkeypatch):
     # a file with another sample count is not reused
     bs.fd_rows(str(tmp_path), "x", (5,), 16, samplers=["ddim"], log=lambda m: None)
     assert len(calls) == 4
+
+
+def test_load_model_reads_the_workdirs_own_config(tmp_path, monkeypatch):
+    """Without --config, the bench loads the config the workdir was trained with."""
+    from experiments import bench_samplers as bs
+    from gudjax import experiment, run, score_model
+
+    seen = {}
+    monkeypatch.setattr(experiment, "read_config_json",
+                        lambda path: seen.setdefault("path", path) and {"schedule": {"a": 1.5}})
+    monkeypatch.setattr(run, "load_trained",
+                        lambda config, w: seen.update(config=config) or (0, 0, 0, {"ema_params": 0}, 9))
+    monkeypatch.setattr(score_model, "network_model", lambda *a: "model")
+    from gudjax import sweeps
+    monkeypatch.setattr(sweeps, "family_member", lambda c: {})
+    config, model, step = bs.load_model(str(tmp_path))
+    assert seen["path"] == str(tmp_path / "config.json") and step == 9 and model == "model"
+    assert config.schedule.a == 1.5
