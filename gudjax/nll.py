@@ -191,10 +191,10 @@ def nll_bpd(
             out = store.cached_arrays(f"{chunk_prefix}_b{c.index}", lambda c=c: one_batch(c))
         bpd.append(out["bpd"])
         nfe.append(int(out["nfe"]))
-        if num_batches > 1:  # progress of a long evaluation (stored batches take ~0 s)
-            log.info("NLL %s: batch %d/%d, %.4f bits/dim, %d function evaluations, %.0f s",
-                     chunk_prefix, c.index + 1, num_batches, float(np.mean(out["bpd"])),
-                     nfe[-1], time.time() - t0)
+        # progress of a long evaluation (a stored batch takes ~0 s)
+        log.info("NLL %s: batch %d/%d, %.4f bits/dim, %d function evaluations, %.0f s",
+                 chunk_prefix, c.index + 1, num_batches, float(np.mean(out["bpd"])),
+                 nfe[-1], time.time() - t0)
     return {"bpd": np.concatenate(bpd), "nfe": np.asarray(nfe)}
 
 
