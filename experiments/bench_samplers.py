@@ -317,8 +317,7 @@ def main(argv=None) -> int:
     elif a.workdir:
         rows += fd_rows(a.workdir, a.config, nfes, a.fd_samples, samplers=samplers,
                         time_grid=a.time_grid)
-        if not any(r["sampler"] == "sde" and r["nfe"] == 200 and r["time_grid"] == "uniform"
-                   for r in rows if "fd" in r):  # the reference of the summary
+        if not fd_summary(rows):  # no reference (Euler–Maruyama@200) among the rows
             rows += fd_rows(a.workdir, a.config, (200,), a.fd_samples, samplers=["sde"])
     out = dict(rows=rows, efficiency=eff, nfes=list(nfes), n_mc=n_mc, quick=a.quick,
                wall_seconds=time.time() - t0, devices=str(jax.devices()[0].platform))

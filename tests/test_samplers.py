@@ -218,8 +218,8 @@ def test_load_model_reads_the_workdirs_own_config(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(experiment, "read_config_json",
                         lambda path: seen.setdefault("path", path) and {"schedule": {"a": 1.5}})
-    monkeypatch.setattr(run, "load_trained",
-                        lambda config, w: seen.update(config=config) or (0, 0, 0, {"ema_params": 0}, 9))
+    trained = (0, 0, 0, {"ema_params": 0}, 9)  # basis, schedule, graphdef, state, step
+    monkeypatch.setattr(run, "load_trained", lambda config, w: trained)
     monkeypatch.setattr(score_model, "network_model", lambda *a: "model")
     from gudjax import sweeps
     monkeypatch.setattr(sweeps, "family_member", lambda c: {})
