@@ -68,6 +68,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
     c.family = ml_collections.ConfigDict(dict(a=(0.4, 1.6), r=(0.0, 1.0)))
+    # The white prior leaves the zero frequency (the mean colour) with variance ≫ 1: without
+    # the Gaussian skip the network learns its ε last and the samples come out as saturated
+    # flat colours (docs/maths.md §5.1).
+    c.model.gaussian_skip = True
     c.sample.a = ml_collections.config_dict.placeholder(float)
     c.sample.r = ml_collections.config_dict.placeholder(float)
     c.eval.sweep = "a=0.4,1.0,1.6;r=0,1" if runlocal else "a=0.4:1.6:5;r=0:1:3"

@@ -88,6 +88,10 @@ def default_model_config() -> ml_collections.ConfigDict:
         <= max_norm_groups and leaves >= 4 channels per group.
       scale_shift_norm: the global embedding modulates each ResBlock as a FiLM scale and
         shift after its second GroupNorm (True) or is added before it (False, DDPM++).
+      gaussian_skip: add the Gaussian-optimal ε̂ of every component (its posterior mean of ε
+        if the data were Gaussian with the basis variances) to the network's output, which
+        then learns only the residual (docs/maths.md §5.1). Needed where the white prior
+        leaves components of variance ≫ 1 (PCA, Fourier, Haar mean colour).
     """
     c = ml_collections.ConfigDict()
     c.name = "unet"
@@ -106,6 +110,7 @@ def default_model_config() -> ml_collections.ConfigDict:
     c.emb_mult = 4
     c.max_norm_groups = 32
     c.scale_shift_norm = True
+    c.gaussian_skip = False
     return c
 
 

@@ -43,6 +43,7 @@ ADDED_FIELDS = {
     "train.path_min_length": 0.1,
     "train.path_p_family": 0.5,
     "train.path_units": "groups",
+    "model.gaussian_skip": False,
 }
 
 

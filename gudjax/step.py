@@ -81,11 +81,28 @@ def conditioning(basis, schedule, state: process.NoiseState, t: Array) -> dict:
     }
 
 
-def network_eps(graphdef, params, basis, schedule, z_t, state, t, *, train=False, rng=None):
-    """ε̂ in component space: the network sees the whitened image Uᵀz_t and returns Uᵀε̂."""
+def gaussian_eps(schedule, state: process.NoiseState, z_t: Array) -> Array:
+    """E[ε | z_t] per component if z_0,i ~ N(0, e^{ρ_i}) (docs/maths.md §5.1):
+    σ_i z_i / (α_i² e^{ρ_i} + σ_i²), the exact ε̂ for Gaussian data with the basis variances."""
+    alpha2, sigma2 = jax.nn.sigmoid(-state.gamma), jax.nn.sigmoid(state.gamma)
+    return state.sigma * z_t / (alpha2 * jnp.exp(schedule.rho) + sigma2)
+
+
+def apply_network(graphdef, params, basis, schedule, z_t, state, t, *, train=False, rng=None):
+    """The network's output Uᵀε̂ in image space: it sees the whitened image Uᵀz_t, its
+    conditioning, and (if built with gaussian_skip) adds Uᵀ of `gaussian_eps`."""
     cond = conditioning(basis, schedule, state, t)
-    eps_img = apply_model(graphdef, params, basis.to_image(z_t), train=train, rng=rng, **cond)
-    return basis.from_image(eps_img)
+    return apply_model(
+        graphdef, params, basis.to_image(z_t), train=train, rng=rng,
+        skip=lambda: basis.to_image(gaussian_eps(schedule, state, z_t)), **cond,
+    )
+
+
+def network_eps(graphdef, params, basis, schedule, z_t, state, t, *, train=False, rng=None):
+    """ε̂ in component space (`apply_network` mapped back by U)."""
+    return basis.from_image(
+        apply_network(graphdef, params, basis, schedule, z_t, state, t, train=train, rng=rng)
+    )
 
 
 def make_score_fn(graphdef, params, basis, schedule, family_params: Mapping | None = None):
@@ -197,9 +214,8 @@ def loss_fn(
     if weighting == "unweighted" and loss_space == "image":
 
         def eps_fn(z_t, state, t):  # the network output as it comes, in image space
-            cond = conditioning(basis, schedule, state, t)
-            return apply_model(
-                graphdef, params, basis.to_image(z_t), train=True, rng=k_drop, **cond
+            return apply_network(
+                graphdef, params, basis, schedule, z_t, state, t, train=True, rng=k_drop
             )
 
         to_output = basis.to_image

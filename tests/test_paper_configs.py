@@ -80,6 +80,8 @@ def test_full_configs_follow_the_paper():
     assert haar.train.num_steps == 300_000 and haar.basis.whiten and haar.basis.levels == 3
     fourier = load_config_file(config_path("cifar10_fourier"))
     assert set(fourier.family) == {"a", "r"}
+    # White-prior PCA and Fourier have a mean colour of variance ≫ 1: the Gaussian skip.
+    assert pca0.model.gaussian_skip and pca1.model.gaussian_skip and fourier.model.gaussian_skip
 
 
 def test_bad_config_argument_is_one_line_error():

@@ -92,6 +92,7 @@ def apply_model(
     t: jax.Array | None = None,
     train: bool = False,
     rng: jax.Array | None = None,
+    skip: Callable[[], jax.Array] | None = None,
 ) -> jax.Array:
     """eps_hat = network(x; conditioning), (B, H, W, C) → (B, H, W, C). Pure function.
 
@@ -104,9 +105,17 @@ def apply_model(
       t: (B,) time in [0, 1] ("t" conditioning).
       train: enables dropout, which then needs ``rng``.
       rng: dropout key (ignored when train=False).
+      skip: () -> (B, H, W, C), the image-shaped term a network built with
+        ``gaussian_skip=True`` adds to its output (the caller's Gaussian-optimal ε̂); called
+        only then, so it costs nothing otherwise.
     """
     module = nnx.merge(graphdef, params, copy=True)
-    return module(x, gamma_groups=gamma_groups, gamma_map=gamma_map, t=t, train=train, rng=rng)
+    out = module(x, gamma_groups=gamma_groups, gamma_map=gamma_map, t=t, train=train, rng=rng)
+    if getattr(module, "gaussian_skip", False):
+        if skip is None:
+            raise ValueError("this network was built with gaussian_skip=True; pass skip=")
+        out = out + skip()
+    return out
 
 
 def count_params(params) -> int:

@@ -332,6 +332,10 @@ def validate_config(config, image_shape: Sequence[int], num_groups: int) -> None
             raise ValueError(f"config.model.{field} must be >= 1, got {config[field]}")
     if int(config.num_fourier) < 0:
         raise ValueError(f"config.model.num_fourier must be >= 0, got {config.num_fourier}")
+    if not isinstance(config.get("gaussian_skip", False), bool):
+        raise ValueError(
+            f"config.model.gaussian_skip must be True or False, got {config.gaussian_skip!r}"
+        )
     if not 0.0 <= float(config.dropout) < 1.0:
         raise ValueError(f"config.model.dropout must be in [0, 1), got {config.dropout}")
     if config.conditioning == "gamma" and int(num_groups) < 1:
@@ -382,6 +386,8 @@ class UNet(nnx.Module):
         token_dim = int(config.token_dim)
         dropout = float(config.dropout)
         scale_shift = bool(config.scale_shift_norm)
+        # Read by apply_model (a config stored before this field existed has no skip).
+        self.gaussian_skip = bool(config.get("gaussian_skip", False))
         norm_kw = dict(max_groups=max_groups, init=init, rngs=rngs)
         kw = dict(init=init, rngs=rngs)
 
