@@ -39,8 +39,9 @@ def test_untrained_skip_network_is_the_diagonal_gaussian_score(whiten):
     z = jax.random.normal(jax.random.PRNGKey(1), (3, basis.dim)) * 3.0
     var = np.exp(np.asarray(basis.rho))
     assert var.max() / var.min() > 1e3 or whiten
+    score = jax.jit(lambda z, t: model.score_fn()(z, t))
     for t in (0.05, 0.5, 0.97):
-        got = np.asarray(model.score_fn()(z, t))
+        got = np.asarray(score(z, t))
         s = process.noise_state(sched, t)
         alpha2, sigma2 = np.asarray(s.alpha) ** 2, np.asarray(s.sigma) ** 2
         want = -np.asarray(z) / (alpha2 * var + sigma2)  # ∇ log N(z; 0, α²v + σ²)
@@ -52,7 +53,8 @@ def test_without_skip_the_untrained_network_has_zero_score():
     basis, sched, graphdef, params = _setup(False)
     model = score_model.network_model(graphdef, params, basis, sched)
     z = jax.random.normal(jax.random.PRNGKey(1), (3, basis.dim))
-    np.testing.assert_array_equal(np.asarray(model.score_fn()(z, 0.5)), 0.0)
+    score = jax.jit(lambda z: model.score_fn()(z, 0.5))
+    np.testing.assert_array_equal(np.asarray(score(z)), 0.0)
 
 
 def test_gaussian_eps_is_the_posterior_mean_of_the_noise():
@@ -83,7 +85,9 @@ def test_loss_of_the_untrained_skip_network_is_the_gaussian_optimum():
     def eps_fn(z_t, state, t):
         return step.network_eps(graphdef, params, basis, sched, z_t, state, t)
 
-    loss = process.loss_given_noise(eps_fn, sched, z0, t, eps, weighting="unweighted")
+    loss = jax.jit(
+        lambda z0, t, eps: process.loss_given_noise(eps_fn, sched, z0, t, eps)
+    )(z0, t, eps)
     s = process.noise_state(sched, 0.7)
     a2v = s.alpha**2 * var
     want = float(jnp.mean(a2v / (a2v + s.sigma**2)))
@@ -107,6 +111,6 @@ def test_a_stored_config_without_the_field_builds_a_network_without_skip():
     from gudjax.models import apply_model
 
     x = jnp.zeros((1, 8, 8, 1))
-    out = apply_model(graphdef, params, x, gamma_groups=jnp.zeros((1, 4, 3)),
-                      skip=lambda: jnp.ones_like(x))
+    out = jax.jit(lambda p: apply_model(graphdef, p, x, gamma_groups=jnp.zeros((1, 4, 3)),
+                                        skip=lambda: jnp.ones_like(x)))(params)
     np.testing.assert_array_equal(np.asarray(out), 0.0)
