@@ -19,7 +19,7 @@ photos), NOT on CIFAR-10: it checks that the pipeline runs, nothing more.
 Expected cost: 300k steps at batch 128 of the default U-Net (10.4M parameters, 1.07 TFLOP per
 step, 3.2e17 FLOP in all): roughly 1.5–3 h at 30–60 TFLOP/s sustained on one accelerator
 (an estimate, not measured).
-runlocal: 200 steps, 2.5–4 min end to end on 2 shared CPU cores (experiments/README.md).
+runlocal: 500 steps, about 10 min end to end on 2 shared CPU cores (experiments/README.md).
 Expected result: the paper reports standard diffusion only as reference points of its
 figures (Fig. 3 a = 1 unwhitened, Fig. 5 marked points); docs/maths.md §9 lists no separate number.
 """
@@ -36,7 +36,8 @@ ARGS = {"runlocal": ("",)}
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = parse_arg(arg, ARGS)
     c = base_config()
-    common.cifar_defaults(c, dataset="cifar10", runlocal="runlocal" in args)
+    # runlocal: 500 steps; at 200 the white-prior pixel samples are still speckle.
+    common.cifar_defaults(c, dataset="cifar10", runlocal="runlocal" in args, runlocal_steps=500)
     c.basis = ml_collections.ConfigDict(dict(name="pixel", whiten=False))
     c.schedule = ml_collections.ConfigDict(dict(name="scalar_linear"))
     c.family = ml_collections.ConfigDict()

@@ -31,7 +31,7 @@ PCAM.
 Expected cost, per b: 300k steps at batch 128 of the default U-Net (10.4M parameters, 1.07 TFLOP per
 step, 3.2e17 FLOP in all): roughly 1.5–3 h at 30–60 TFLOP/s sustained on one accelerator
 (an estimate, not measured).
-runlocal: 200 steps, 2.5–4 min end to end on 2 shared CPU cores (experiments/README.md).
+runlocal: 500 steps, about 10 min end to end on 2 shared CPU cores (experiments/README.md).
 Expected result (paper): NLL 3.90 bits/dim (b = 0.3) and 3.94 bits/dim (b = 0.5); extended
 images continue the tissue texture to the right.
 """
@@ -52,7 +52,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if not 0.0 <= b < 1.0:
         raise ValueError(f"config argument b={b} must lie in [0, 1) (0.3 and 0.5 in the paper)")
     c = base_config()
-    common.cifar_defaults(c, dataset="patch_camelyon", runlocal=runlocal)
+    # runlocal: 500 steps; at 200 the white-prior pixel samples still carry speckle.
+    common.cifar_defaults(c, dataset="patch_camelyon", runlocal=runlocal, runlocal_steps=500)
     c.basis = ml_collections.ConfigDict(dict(name="pixel", whiten=False))
     c.schedule = ml_collections.ConfigDict(dict(name="column", b=b, clip=True))
     c.family = ml_collections.ConfigDict()  # one network per b
