@@ -24,7 +24,8 @@ every entry without one; none: the sampler's default); the row's `time_grid` say
 
 FD rows (`--workdir`): the trained model's samples (1000, `--fd-samples`) through
 `generation.generate`, the project's classifier FD against the test split (`gudjax.frechet`),
-samples saved per point in W/bench_samplers/{sampler}_nfe{n}.npz (images in [−1, 1]).
+samples saved per point in W/bench_samplers/{sampler}@{grid}_nfe{n}[_seed{k}].npz (images in
+[−1, 1]); `--fd-seeds K` samples every point with K seeds and reports the mean FD ± SE.
 """
 
 from __future__ import annotations
@@ -181,12 +182,15 @@ def efficiency(model, *, batch: int = 16, steps: int = 10, repeats: int = 3) -> 
 
 
 def fd_rows(workdir: str, config_path: str, nfes, num: int, *, samplers=None, time_grid=None,
-            log=print) -> list[dict]:
+            seeds: int = 1, log=print) -> list[dict]:
     """FD vs NFE of the trained model in `workdir` for `samplers` ('name' or 'name@grid';
-    None: all), samples saved per point as W/bench_samplers/<sampler>@<grid>_nfe<N>.npz.
-    A point whose file exists with `num` images (same sampler, grid, NFE; seed 0) is not
-    sampled again: its FD is recomputed from the file (row `reused` True), so a stopped
-    run resumes point by point."""
+    None: all), samples saved per point and seed as
+    W/bench_samplers/<sampler>@<grid>_nfe<N>[_seed<k>].npz (seed 0 has no suffix). With
+    `seeds` > 1 every point is sampled with seeds 0 … seeds − 1 and the row's `fd` is their
+    mean, `fd_se` its standard error and `fd_seeds` the values: between seeds the FD of 1000
+    digits samples moves by about ±1.5, more than the 5% bar. A file that exists with
+    `num` images is not sampled again: its FD is recomputed from the file (row `reused`
+    True when every seed was), so a stopped run resumes point by point."""
     from gudjax import evaluate, features, frechet, generation
 
     config, model, step = load_model(workdir, config_path)
@@ -200,27 +204,32 @@ def fd_rows(workdir: str, config_path: str, nfes, num: int, *, samplers=None, ti
         for target in nfes:
             steps = steps_for(solver, target)
             nfe = solvers.nfe(solver, steps)
-            path = os.path.join(out_dir, f"{solver}@{grid}_nfe{nfe}.npz")
             t0 = time.perf_counter()
-            images = None
-            if os.path.exists(path):
-                with np.load(path) as f:
-                    images = f["images"] if f["images"].shape[0] == num else None
-            reused = images is not None
-            if not reused:
-                images = generation.generate(model, num, rng=jax.random.PRNGKey(0),
-                                             solver=solver, steps=steps,
-                                             batch_size=min(num, 250), time_grid=grid)
-                np.savez_compressed(path, images=images)
-            fd = features.frechet_distance(
-                *features.feature_stats(info["extractor"](frechet.as_real_images(images))),
-                info["ref_mean"], info["ref_cov"],
-            )
+            fds, reused = [], []
+            for seed in range(seeds):
+                suffix = f"_seed{seed}" if seed else ""
+                path = os.path.join(out_dir, f"{solver}@{grid}_nfe{nfe}{suffix}.npz")
+                images = None
+                if os.path.exists(path):
+                    with np.load(path) as f:
+                        images = f["images"] if f["images"].shape[0] == num else None
+                reused.append(images is not None)
+                if images is None:
+                    images = generation.generate(model, num, rng=jax.random.PRNGKey(seed),
+                                                 solver=solver, steps=steps,
+                                                 batch_size=min(num, 250), time_grid=grid)
+                    np.savez_compressed(path, images=images)
+                fds.append(float(features.frechet_distance(
+                    *features.feature_stats(info["extractor"](frechet.as_real_images(images))),
+                    info["ref_mean"], info["ref_cov"],
+                )))
+            se = float(np.std(fds, ddof=1) / math.sqrt(seeds)) if seeds > 1 else None
             rows.append(dict(sampler=solver, time_grid=grid, nfe=nfe, steps=steps,
-                             schedule=config.schedule.name,
-                             fd=float(fd), step=int(step), num=num, reused=reused,
+                             schedule=config.schedule.name, fd=float(np.mean(fds)), fd_se=se,
+                             fd_seeds=fds, step=int(step), num=num, reused=all(reused),
                              seconds=time.perf_counter() - t0))
-            log(f"FD {_label(rows[-1]):16s} nfe={nfe:3d} fd={fd:.3f} "
+            err = f" ± {se:.3f}" if se is not None else ""
+            log(f"FD {_label(rows[-1]):16s} nfe={nfe:3d} fd={rows[-1]['fd']:.3f}{err} "
                 f"({rows[-1]['seconds']:.0f} s)")
     return rows
 
@@ -258,8 +267,11 @@ def plot_fd(rows: list[dict], path: str, summary: dict) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     fd_rows_ = [r for r in rows if "fd" in r]
     for solver in dict.fromkeys(_label(r) for r in fd_rows_):
-        pts = sorted((r["nfe"], r["fd"]) for r in fd_rows_ if _label(r) == solver)
-        ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=solver)
+        pts = sorted((r["nfe"], r["fd"], r.get("fd_se") or 0.0)
+                     for r in fd_rows_ if _label(r) == solver)
+        x, y, e = zip(*pts, strict=True)
+        ax.errorbar(x, y, yerr=e if any(e) else None, marker="o", ms=3, capsize=2,
+                    label=solver)
     if summary:
         ax.axhline(summary["bar"], ls="--", c="k", lw=0.8,
                    label=f"EM@{summary['reference']['nfe']} FD + 5%")
@@ -281,6 +293,8 @@ def main(argv=None) -> int:
     p.add_argument("--config", default=None,
                    help="CONFIG[:ARG] of --workdir (default: the workdir's own config.json)")
     p.add_argument("--fd-samples", type=int, default=1000)
+    p.add_argument("--fd-seeds", type=int, default=1,
+                   help="sample every FD point with this many seeds; FD = their mean ± SE")
     p.add_argument("--n-mc", type=int, default=None)
     p.add_argument("--efficiency", action="store_true",
                    help="with --workdir: sampler time per network call vs a bare forward pass")
@@ -316,9 +330,10 @@ def main(argv=None) -> int:
                   f"{r['ratio_to_forward']:.2f}x forward ({eff['forward_ms']:.2f} ms)")
     elif a.workdir:
         rows += fd_rows(a.workdir, a.config, nfes, a.fd_samples, samplers=samplers,
-                        time_grid=a.time_grid)
+                        time_grid=a.time_grid, seeds=a.fd_seeds)
         if not fd_summary(rows):  # no reference (Euler–Maruyama@200) among the rows
-            rows += fd_rows(a.workdir, a.config, (200,), a.fd_samples, samplers=["sde"])
+            rows += fd_rows(a.workdir, a.config, (200,), a.fd_samples, samplers=["sde"],
+                            seeds=a.fd_seeds)
     out = dict(rows=rows, efficiency=eff, nfes=list(nfes), n_mc=n_mc, quick=a.quick,
                wall_seconds=time.time() - t0, devices=str(jax.devices()[0].platform))
     if any("fd" in r for r in rows):

@@ -187,7 +187,8 @@ def test_fd_rows_resume_from_saved_samples(tmp_path, monkeypatch):
 
     def fake_generate(model, num, *, rng, solver, steps, batch_size, time_grid):
         calls.append((solver, steps, time_grid))
-        return np.random.default_rng(steps).uniform(-1, 1, (num, 8, 8, 1)).astype(np.float32)
+        gen = np.random.default_rng([steps, int(np.asarray(rng).sum())])  # PRNGKey(k) = [0, k]
+        return gen.uniform(-1, 1, (num, 8, 8, 1)).astype(np.float32)
 
     feats = lambda imgs: np.asarray(imgs).reshape(len(imgs), -1)[:, :6]
     info = {"extractor": feats, "ref_mean": np.zeros(6), "ref_cov": np.eye(6) * 0.3}
@@ -208,6 +209,15 @@ def test_fd_rows_resume_from_saved_samples(tmp_path, monkeypatch):
     # a file with another sample count is not reused
     bs.fd_rows(str(tmp_path), "x", (5,), 16, samplers=["ddim"], log=lambda m: None)
     assert len(calls) == 4
+    # seeds: seed 0 is the file above, seeds 1 and 2 are new files; FD = mean ± SE
+    three = bs.fd_rows(str(tmp_path), "x", (10,), 32, samplers=["ddim"], seeds=3,
+                       log=lambda m: None)
+    assert len(calls) == 6 and [c[1] for c in calls[-2:]] == [10, 10]
+    assert (tmp_path / "bench_samplers" / "ddim@uniform_nfe10_seed2.npz").exists()
+    r = three[0]
+    assert r["fd_seeds"][0] == first[1]["fd"] and not r["reused"]
+    assert r["fd"] == pytest.approx(np.mean(r["fd_seeds"]))
+    assert r["fd_se"] == pytest.approx(np.std(r["fd_seeds"], ddof=1) / np.sqrt(3))
 
 
 def test_load_model_reads_the_workdirs_own_config(tmp_path, monkeypatch):
