@@ -84,8 +84,7 @@ def conditioning(basis, schedule, state: process.NoiseState, t: Array) -> dict:
 def gaussian_eps(schedule, state: process.NoiseState, z_t: Array) -> Array:
     """E[ε | z_t] per component if z_0,i ~ N(0, e^{ρ_i}) (docs/maths.md §5.1):
     σ_i z_i / (α_i² e^{ρ_i} + σ_i²), the exact ε̂ for Gaussian data with the basis variances."""
-    alpha2, sigma2 = jax.nn.sigmoid(-state.gamma), jax.nn.sigmoid(state.gamma)
-    return state.sigma * z_t / (alpha2 * jnp.exp(schedule.rho) + sigma2)
+    return state.sigma * z_t / (state.alpha**2 * jnp.exp(schedule.rho) + state.sigma**2)
 
 
 def apply_network(graphdef, params, basis, schedule, z_t, state, t, *, train=False, rng=None):
