@@ -195,6 +195,20 @@ def _known_noise(mask, rng, normal, z, name):
     return normal(rng, z.shape, z.dtype)
 
 
+def _start_deterministic(name, gamma_fn, z1, num_steps, t_end, time_grid, ts, known, rng,
+                         normal, data_var):
+    """The common start of the deterministic multistep/Heun samplers: the checked inputs,
+    the time grid, the frame's v, the one fixed replacement ε (with `known`), the start state
+    (known components replaced at t_0) and the last-step flags (N,)."""
+    normal = jax.random.normal if normal is None else normal
+    z1, num_steps, mask, z0k, ts = _setup(z1, num_steps, t_end, known, gamma_fn, time_grid, ts)
+    v = _data_var(data_var, z1)
+    eps = _known_noise(mask, rng, normal, z1, name)
+    z = z1 if mask is None else sampling._replace(z1, mask, z0k, gamma_fn, ts[0], eps)
+    last = jnp.arange(num_steps) == num_steps - 1
+    return z, mask, z0k, ts, v, eps, last
+
+
 def _finish(z, mask, z0k):
     return z if mask is None else jnp.where(mask, z0k, z)
 
@@ -286,14 +300,9 @@ def dpmpp_2m_sample(
     Deterministic; with `known`, `rng` draws the one fixed replacement ε per trajectory.
     `data_var` v: the multistep runs on x̂ − x̂_G in the frame of `_Frame` (None: plain).
     """
-    normal = jax.random.normal if normal is None else normal
-    z1, num_steps, mask, z0k, ts = _setup(z1, num_steps, t_end, known, gamma_fn, time_grid, ts)
-    v = _data_var(data_var, z1)
-    eps = _known_noise(mask, rng, normal, z1, "dpmpp_2m_sample")
-    z = z1
-    if mask is not None:
-        z = sampling._replace(z, mask, z0k, gamma_fn, ts[0], eps)
-    last = jnp.arange(num_steps) == num_steps - 1
+    z, mask, z0k, ts, v, eps, last = _start_deterministic(
+        "dpmpp_2m_sample", gamma_fn, z1, num_steps, t_end, time_grid, ts, known, rng, normal,
+        data_var)
 
     def step(carry, xs):
         z, r_prev, h_prev = carry
@@ -333,14 +342,9 @@ def heun_sample(
     2N − 1 score calls (Euler on the last step, as EDM). Deterministic; with `known`, `rng`
     draws the fixed replacement ε (the predictor gets the known components before ε̂ at s).
     """
-    normal = jax.random.normal if normal is None else normal
-    z1, num_steps, mask, z0k, ts = _setup(z1, num_steps, t_end, known, gamma_fn, time_grid, ts)
-    v = _data_var(data_var, z1)
-    eps = _known_noise(mask, rng, normal, z1, "heun_sample")
-    z = z1
-    if mask is not None:
-        z = sampling._replace(z, mask, z0k, gamma_fn, ts[0], eps)
-    last = jnp.arange(num_steps) == num_steps - 1
+    z, mask, z0k, ts, v, eps, last = _start_deterministic(
+        "heun_sample", gamma_fn, z1, num_steps, t_end, time_grid, ts, known, rng, normal,
+        data_var)
 
     def step(z, xs):
         t, s, is_last = xs
