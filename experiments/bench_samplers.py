@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import oracle_check as oc
-from gudjax import schedules, solvers
+from gudjax import gaussian_flow, schedules, solvers
 from gudjax.oracle import GaussianOracle
 
 NFES = (5, 10, 20, 50, 100, 200)
@@ -73,15 +73,25 @@ def oracle_setup(name: str):
     return basis, schedule, GaussianOracle.from_data(basis, mu, cov), cov
 
 
-def parse_sampler(entry: str, time_grid: str | None = None) -> tuple[str, str]:
+#: Oracle-only samplers whose linear part is the Gaussian flow of the data's full covariance
+#: (`gudjax.gaussian_flow`, name → order), with the moments estimated from the same 4000
+#: samples the bases are fitted to (as the '_g' samplers take the fitted bases' variances).
+#: Not yet selectable for a trained model: that needs the data covariance in the workdir.
+COV_SAMPLERS = {"ddim_cov": 1, "dpmpp_2m_cov": 2}
+ORACLE_SAMPLERS = (*solvers.SAMPLERS, *COV_SAMPLERS)
+
+
+def parse_sampler(entry: str, time_grid: str | None = None, *,
+                  allowed=ORACLE_SAMPLERS) -> tuple[str, str]:
     """'name' or 'name@grid' → (sampler, time grid); `time_grid` (None: the sampler's
     default) for an entry without '@'. One-line errors for unknown names."""
     solver, _, grid = entry.partition("@")
-    if solver not in solvers.SAMPLERS:
-        raise ValueError(
-            f"unknown --samplers entry {solver!r}; allowed: {', '.join(solvers.SAMPLERS)}"
-        )
-    grid = grid or time_grid or solvers.default_time_grid(solver)
+    if solver not in allowed:
+        raise ValueError(f"unknown --samplers entry {solver!r}; allowed: {', '.join(allowed)}"
+                         + ("" if allowed is ORACLE_SAMPLERS else
+                            f" ({', '.join(COV_SAMPLERS)}: oracle rows only)"))
+    default = "uniform" if solver in COV_SAMPLERS else solvers.default_time_grid(solver)
+    grid = grid or time_grid or default
     return solver, solvers.check_time_grid(grid, "--samplers/--time-grid time grid")
 
 
@@ -94,14 +104,32 @@ def _z0(oracle, schedule, z1, rng, *, solver, steps, time_grid=None):
     )
 
 
+def fit_moments(name: str, n_fit: int = 4000, seed: int = 0):
+    """(mean (D,), covariance (D, D)) in component space of schedule `name`'s basis, from the
+    n_fit samples `oracle_check.fitted_basis` fits the bases to."""
+    basis_name, whiten, _, _ = SCHEDULES[name]
+    mu, cov = oc.gaussian(SHAPE, seed)
+    x = np.random.default_rng(seed + 1).multivariate_normal(mu, cov, size=n_fit)
+    basis = oc.fitted_basis(basis_name, SHAPE, n_fit, seed).with_prior(whiten)
+    z = np.asarray(basis.encode(jnp.asarray(x.reshape(n_fit, *SHAPE), jnp.float32)), np.float64)
+    return z.mean(0), np.cov(z, rowvar=False)
+
+
+@functools.partial(jax.jit, static_argnames=("order",))
+def _z0_cov(oracle, schedule, z1, flow, *, order):
+    gamma_fn = lambda t: schedule.gamma(t)
+    return gaussian_flow.sample(oracle.score_fn(gamma_fn), gamma_fn, z1, flow, order=order)
+
+
 def oracle_rows(nfes, n_mc: int, extra=(), *, names=None, samplers=None, time_grid=None,
                 log=print) -> list[dict]:
     """Rows for the `names` of SCHEDULES (all) × `samplers` (all; entries 'name' or
     'name@grid', see `parse_sampler`) × nfes, plus `extra` ((entry, nfe) pairs)."""
     rows = []
-    samplers = tuple(solvers.SAMPLERS) if samplers is None else tuple(samplers)
+    samplers = ORACLE_SAMPLERS if samplers is None else tuple(samplers)
     for name in SCHEDULES if names is None else names:
         basis, schedule, oracle, cov = oracle_setup(name)
+        moments = None
         z_only = oracle.z_only()
         g1 = schedule.gamma(1.0)
         points = oracle.sigma_points(g1)
@@ -109,16 +137,25 @@ def oracle_rows(nfes, n_mc: int, extra=(), *, names=None, samplers=None, time_gr
         points_list = [(s, n) for s in samplers for n in nfes] + list(extra)
         for entry, target in points_list:
             solver, grid = parse_sampler(entry, time_grid)
-            stochastic = solvers.SAMPLERS[solver][2]
-            steps = steps_for(solver, target)
             t0 = time.perf_counter()
-            z = _z0(z_only, schedule, mc if stochastic else points, jax.random.key(3),
-                    solver=solver, steps=steps, time_grid=grid)
+            if solver in COV_SAMPLERS:
+                stochastic, steps = False, max(int(target), 1)
+                moments = fit_moments(name) if moments is None else moments
+                gamma_fn = schedule.gamma
+                ts = solvers.make_time_grid(gamma_fn, steps, grid)
+                flow = gaussian_flow.gaussian_flow(gamma_fn, ts, moments[1], moments[0])
+                z = _z0_cov(z_only, schedule, points, flow, order=COV_SAMPLERS[solver])
+            else:
+                stochastic = solvers.SAMPLERS[solver][2]
+                steps = steps_for(solver, target)
+                z = _z0(z_only, schedule, mc if stochastic else points, jax.random.key(3),
+                        solver=solver, steps=steps, time_grid=grid)
             x = np.asarray(basis.decode(z), np.float64).reshape(z.shape[0], -1)
             err = oc.cov_rel_error(x, cov, population=not stochastic)
             floor = oc.mc_floor(cov, n_mc) if stochastic else 0.0
             row = dict(
-                sampler=solver, schedule=name, nfe=solvers.nfe(solver, steps),
+                sampler=solver, schedule=name,
+                nfe=steps if solver in COV_SAMPLERS else solvers.nfe(solver, steps),
                 nfe_target=target, steps=steps,
                 time_grid=grid,
                 oracle_cov_err=err, floor=floor,
@@ -200,7 +237,8 @@ def fd_rows(workdir: str, config_path: str, nfes, num: int, *, samplers=None, ti
     os.makedirs(out_dir, exist_ok=True)
     rows = []
     entries = tuple(solvers.SAMPLERS) if samplers is None else tuple(samplers)
-    for solver, grid in (parse_sampler(e, time_grid) for e in entries):
+    for solver, grid in (parse_sampler(e, time_grid, allowed=tuple(solvers.SAMPLERS))
+                         for e in entries):
         for target in nfes:
             steps = steps_for(solver, target)
             nfe = solvers.nfe(solver, steps)

@@ -38,7 +38,8 @@ of the composed step maps grows ×1–×7 per step to 2.7e4, against 4.6 for the
 2.6 for plain DDIM). Shrinking v per component and step to cap that weight removes most of it
 at 5 steps (ddim_g 1.7e5 → 0.65) but not at 10–20 (2.0, 15: a second, not yet identified
 effect grows with the steps per window), so no such safeguard is applied; use the plain forms
-on such schedules.
+on such schedules, or `gudjax.gaussian_flow`, whose linear part is the Gaussian flow of the
+full data covariance and which is accurate there.
 
 Time grids (`time_grid`), t_0 = 1 > … > t_N = t_end, computed in-graph from γ on a fine grid
 of `NUM_FINE` times (so traced family parameters never recompile):
