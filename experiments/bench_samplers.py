@@ -73,23 +73,23 @@ def oracle_setup(name: str):
     return basis, schedule, GaussianOracle.from_data(basis, mu, cov), cov
 
 
-#: Oracle-only samplers whose linear part is the Gaussian flow of the data's full covariance
+#: Samplers whose linear part is the Gaussian flow of the data's full covariance
 #: (`gudjax.gaussian_flow`, name → order), with the moments estimated from the same 4000
 #: samples the bases are fitted to (as the '_g' samplers take the fitted bases' variances).
-#: Not yet selectable for a trained model: that needs the data covariance in the workdir.
+#: For a trained model (FD rows) the moments are the training split's (`data_moments`); the
+#: samplers are not yet selectable in the config (`--mode=sample` would need them stored).
 COV_SAMPLERS = {"ddim_cov": 1, "dpmpp_2m_cov": 2}
 ORACLE_SAMPLERS = (*solvers.SAMPLERS, *COV_SAMPLERS)
 
 
-def parse_sampler(entry: str, time_grid: str | None = None, *,
-                  allowed=ORACLE_SAMPLERS) -> tuple[str, str]:
+def parse_sampler(entry: str, time_grid: str | None = None) -> tuple[str, str]:
     """'name' or 'name@grid' → (sampler, time grid); `time_grid` (None: the sampler's
     default) for an entry without '@'. One-line errors for unknown names."""
     solver, _, grid = entry.partition("@")
-    if solver not in allowed:
-        raise ValueError(f"unknown --samplers entry {solver!r}; allowed: {', '.join(allowed)}"
-                         + ("" if allowed is ORACLE_SAMPLERS else
-                            f" ({', '.join(COV_SAMPLERS)}: oracle rows only)"))
+    if solver not in ORACLE_SAMPLERS:
+        raise ValueError(
+            f"unknown --samplers entry {solver!r}; allowed: {', '.join(ORACLE_SAMPLERS)}"
+        )
     default = "uniform" if solver in COV_SAMPLERS else solvers.default_time_grid(solver)
     grid = grid or time_grid or default
     return solver, solvers.check_time_grid(grid, "--samplers/--time-grid time grid")
@@ -169,6 +169,43 @@ def oracle_rows(nfes, n_mc: int, extra=(), *, names=None, samplers=None, time_gr
     return rows
 
 
+def data_moments(config, basis, *, batch_size: int = 512):
+    """(mean (D,), covariance (D, D)) of the training split in `basis`'s component space,
+    float64, one streaming pass (centre-dequantised at the data's own levels)."""
+    from gudjax import input_pipeline
+
+    levels = input_pipeline.levels(config.data)
+    n, s1, s2 = 0, 0.0, 0.0
+    for batch in input_pipeline.fit_batches(config.data, batch_size=batch_size):
+        x = input_pipeline.to_model_input(batch, levels=levels)
+        z = np.asarray(basis.encode(jnp.asarray(x)), np.float64)
+        n, s1, s2 = n + z.shape[0], s1 + z.sum(0), s2 + z.T @ z
+    mean = s1 / n
+    return mean, (s2 - n * np.outer(mean, mean)) / (n - 1)
+
+
+@functools.partial(jax.jit, static_argnames=("order",))
+def _cov_images(model, z1, flow, *, order):
+    z = gaussian_flow.sample(model.score_fn(), model.gamma_fn(), z1, flow, order=order)
+    return jnp.clip(model.basis.decode(z), -1.0, 1.0)
+
+
+def cov_generate(model, moments, num: int, steps: int, *, seed: int, order: int,
+                 time_grid: str = "uniform", batch_size: int = 250) -> np.ndarray:
+    """`num` images in [−1, 1] from the full-covariance Gaussian-frame sampler, z_1 ~ N(0, I)
+    drawn per batch from fold_in(PRNGKey(seed), i); one network call per step."""
+    gamma_fn = model.gamma_fn()
+    ts = solvers.make_time_grid(gamma_fn, steps, time_grid)
+    flow = gaussian_flow.gaussian_flow(gamma_fn, ts, moments[1], moments[0])
+    out = []
+    for i, start in enumerate(range(0, num, batch_size)):
+        b = min(batch_size, num - start)
+        z1 = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(seed), i),
+                               (b, model.basis.dim), jnp.float32)
+        out.append(np.asarray(_cov_images(model, z1, flow, order=order)))
+    return np.concatenate(out)
+
+
 def load_model(workdir: str, config_path: str | None = None):
     """(config, ScoreModel of the EMA parameters, step) of a trained workdir; the config is
     CONFIG[:ARG] or, with None, the one the workdir was trained with (its config.json)."""
@@ -237,11 +274,14 @@ def fd_rows(workdir: str, config_path: str, nfes, num: int, *, samplers=None, ti
     os.makedirs(out_dir, exist_ok=True)
     rows = []
     entries = tuple(solvers.SAMPLERS) if samplers is None else tuple(samplers)
-    for solver, grid in (parse_sampler(e, time_grid, allowed=tuple(solvers.SAMPLERS))
-                         for e in entries):
+    moments = None
+    for solver, grid in (parse_sampler(e, time_grid) for e in entries):
+        cov = solver in COV_SAMPLERS
+        if cov and moments is None:
+            moments = data_moments(config, model.basis)
         for target in nfes:
-            steps = steps_for(solver, target)
-            nfe = solvers.nfe(solver, steps)
+            steps = max(int(target), 1) if cov else steps_for(solver, target)
+            nfe = steps if cov else solvers.nfe(solver, steps)
             t0 = time.perf_counter()
             fds, reused = [], []
             for seed in range(seeds):
@@ -252,7 +292,10 @@ def fd_rows(workdir: str, config_path: str, nfes, num: int, *, samplers=None, ti
                     with np.load(path) as f:
                         images = f["images"] if f["images"].shape[0] == num else None
                 reused.append(images is not None)
-                if images is None:
+                if images is None and cov:
+                    images = cov_generate(model, moments, num, steps, seed=seed,
+                                          order=COV_SAMPLERS[solver], time_grid=grid)
+                elif images is None:
                     images = generation.generate(model, num, rng=jax.random.PRNGKey(seed),
                                                  solver=solver, steps=steps,
                                                  batch_size=min(num, 250), time_grid=grid)
@@ -275,7 +318,8 @@ def fd_rows(workdir: str, config_path: str, nfes, num: int, *, samplers=None, ti
 def _label(row: dict) -> str:
     """'sampler', or 'sampler@grid' when the row's grid is not the sampler's default."""
     grid = row.get("time_grid")
-    default = solvers.default_time_grid(row["sampler"])
+    default = ("uniform" if row["sampler"] in COV_SAMPLERS
+               else solvers.default_time_grid(row["sampler"]))
     return row["sampler"] if grid in (None, default) else f"{row['sampler']}@{grid}"
 
 

@@ -99,5 +99,6 @@ def test_bad_inputs_are_one_line_errors():
         gaussian_flow.sample(lambda z, t: -z, gamma_fn, jnp.zeros((2, 4)), flow)
     with pytest.raises(ValueError, match="order must be 1 or 2"):
         gaussian_flow.sample(lambda z, t: -z, gamma_fn, jnp.zeros((2, 3)), flow, order=3)
-    with pytest.raises(ValueError, match="cov sampler|oracle rows only"):
-        bs.parse_sampler("dpmpp_2m_cov", allowed=tuple(solvers.SAMPLERS))
+    assert bs.parse_sampler("dpmpp_2m_cov") == ("dpmpp_2m_cov", "uniform")
+    with pytest.raises(ValueError, match="unknown --samplers entry 'dpmpp_3m_cov'"):
+        bs.parse_sampler("dpmpp_3m_cov")
