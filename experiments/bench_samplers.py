@@ -292,13 +292,14 @@ def fd_rows(workdir: str, config_path: str, nfes, num: int, *, samplers=None, ti
                     with np.load(path) as f:
                         images = f["images"] if f["images"].shape[0] == num else None
                 reused.append(images is not None)
-                if images is None and cov:
-                    images = cov_generate(model, moments, num, steps, seed=seed,
-                                          order=COV_SAMPLERS[solver], time_grid=grid)
-                elif images is None:
-                    images = generation.generate(model, num, rng=jax.random.PRNGKey(seed),
-                                                 solver=solver, steps=steps,
-                                                 batch_size=min(num, 250), time_grid=grid)
+                if images is None:
+                    if cov:
+                        images = cov_generate(model, moments, num, steps, seed=seed,
+                                              order=COV_SAMPLERS[solver], time_grid=grid)
+                    else:
+                        images = generation.generate(
+                            model, num, rng=jax.random.PRNGKey(seed), solver=solver,
+                            steps=steps, batch_size=min(num, 250), time_grid=grid)
                     np.savez_compressed(path, images=images)
                 fds.append(float(features.frechet_distance(
                     *features.feature_stats(info["extractor"](frechet.as_real_images(images))),

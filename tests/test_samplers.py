@@ -2,6 +2,7 @@
 conditional generation and selection through generation.generate."""
 
 import os
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -218,6 +219,22 @@ def test_fd_rows_resume_from_saved_samples(tmp_path, monkeypatch):
     assert r["fd_seeds"][0] == first[1]["fd"] and not r["reused"]
     assert r["fd"] == pytest.approx(np.mean(r["fd_seeds"]))
     assert r["fd_se"] == pytest.approx(np.std(r["fd_seeds"], ddof=1) / np.sqrt(3))
+    # the full-covariance samplers: the moments once per run, one network call per step,
+    # their samples saved and reused the same way
+    cov_calls = []
+    monkeypatch.setattr(bs, "load_model", lambda w, c: (cfg, SimpleNamespace(basis=None), 7))
+    monkeypatch.setattr(bs, "data_moments", lambda c, b: cov_calls.append("moments") or (0, 1))
+    monkeypatch.setattr(bs, "cov_generate", lambda m, mo, num, steps, **kw: cov_calls.append(
+        (steps, kw["order"])) or fake_generate(None, num, rng=np.array([0, kw["seed"]]),
+                                               solver="", steps=steps, batch_size=0,
+                                               time_grid=""))
+    cov = bs.fd_rows(str(tmp_path), "x", (4, 10), 32, samplers=["dpmpp_2m_cov"],
+                     log=lambda m: None)
+    assert cov_calls == ["moments", (4, 2), (10, 2)] and [r["nfe"] for r in cov] == [4, 10]
+    assert (tmp_path / "bench_samplers" / "dpmpp_2m_cov@uniform_nfe10.npz").exists()
+    again = bs.fd_rows(str(tmp_path), "x", (10,), 32, samplers=["dpmpp_2m_cov"],
+                       log=lambda m: None)
+    assert again[0]["reused"] and again[0]["fd"] == cov[1]["fd"] and len(cov_calls) == 4
 
 
 def test_load_model_reads_the_workdirs_own_config(tmp_path, monkeypatch):
