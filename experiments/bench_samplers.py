@@ -8,8 +8,10 @@
 (--config: default the workdir's own config.json, the config it was trained with.)
 
 Oracle rows (exact score, `experiments.oracle_check`'s 8×8×1 Gaussian and fitted bases), for
-every sampler of `gudjax.solvers.SAMPLERS` and NFE ∈ {5, 10, 20, 50, 100, 200} (with --quick
-{5, 10, 20}, plus Euler–Maruyama and Heun at 100), on three schedules:
+every sampler of `gudjax.solvers.SAMPLERS` and the full-covariance ones of `COV_SAMPLERS`
+(`gudjax.gaussian_flow`: `ddim_cov`, `dpmpp_2m_cov`, one network call per step) and
+NFE ∈ {5, 10, 20, 50, 100, 200} (with --quick {5, 10, 20}, plus Euler–Maruyama and Heun at
+100), on three schedules:
   standard        PCA, white prior, soft a = 1 (variance labels): standard diffusion,
   soft            PCA, whitened, soft a = 3 clipped (component-wise windows),
   near_sequential pixel, whitened, column b = 0.9 (columns generated nearly one by one).
