@@ -117,6 +117,13 @@ def fit_moments(name: str, n_fit: int = 4000, seed: int = 0):
     return z.mean(0), np.cov(z, rowvar=False)
 
 
+def cov_flow(gamma_fn, steps: int, time_grid: str, moments) -> gaussian_flow.GaussianFlow:
+    """The full-covariance samplers' per-step maps on `steps` steps of `time_grid`, for the
+    moments (mean (D,), covariance (D, D))."""
+    ts = solvers.make_time_grid(gamma_fn, steps, time_grid)
+    return gaussian_flow.gaussian_flow(gamma_fn, ts, moments[1], moments[0])
+
+
 @functools.partial(jax.jit, static_argnames=("order",))
 def _z0_cov(oracle, schedule, z1, flow, *, order):
     gamma_fn = lambda t: schedule.gamma(t)
@@ -143,9 +150,7 @@ def oracle_rows(nfes, n_mc: int, extra=(), *, names=None, samplers=None, time_gr
             if solver in COV_SAMPLERS:
                 stochastic, steps = False, max(int(target), 1)
                 moments = fit_moments(name) if moments is None else moments
-                gamma_fn = schedule.gamma
-                ts = solvers.make_time_grid(gamma_fn, steps, grid)
-                flow = gaussian_flow.gaussian_flow(gamma_fn, ts, moments[1], moments[0])
+                flow = cov_flow(schedule.gamma, steps, grid, moments)
                 z = _z0_cov(z_only, schedule, points, flow, order=COV_SAMPLERS[solver])
             else:
                 stochastic = solvers.SAMPLERS[solver][2]
@@ -196,9 +201,7 @@ def cov_generate(model, moments, num: int, steps: int, *, seed: int, order: int,
                  time_grid: str = "uniform", batch_size: int = 250) -> np.ndarray:
     """`num` images in [−1, 1] from the full-covariance Gaussian-frame sampler, z_1 ~ N(0, I)
     drawn per batch from fold_in(PRNGKey(seed), i); one network call per step."""
-    gamma_fn = model.gamma_fn()
-    ts = solvers.make_time_grid(gamma_fn, steps, time_grid)
-    flow = gaussian_flow.gaussian_flow(gamma_fn, ts, moments[1], moments[0])
+    flow = cov_flow(model.gamma_fn(), steps, time_grid, moments)
     out = []
     for i, start in enumerate(range(0, num, batch_size)):
         b = min(batch_size, num - start)

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gudjax import sampling
+from gudjax import sampling, solvers
 
 Array = Any
 DEFAULT_SUBSTEPS = 256
@@ -106,9 +106,12 @@ def gaussian_flow(
     d = K.shape[0]
     eye = np.eye(d)
 
-    def rhs(a, s2, b, Y):
+    def precision(a, s2):  # K_t⁻¹ of the Gaussian's marginal at (α, σ²)
         Kt = a[:, None] * K * a[None, :] + np.diag(s2)
-        P = np.linalg.inv(0.5 * (Kt + Kt.T))
+        return np.linalg.inv(0.5 * (Kt + Kt.T))
+
+    def rhs(a, s2, b, Y):
+        P = precision(a, s2)
         out = (-0.5 * b)[:, None] * ((eye - P) @ Y)
         out[:, d] += -0.5 * b * (P @ (a * m))
         out[:, d + 1:] += np.diag(-0.5 * b * a / s2)
@@ -138,9 +141,8 @@ def gaussian_flow(
         phis.append(Y[:, :d])
         biases.append(Y[:, d])
         weights.append(Y[:, d + 1:])
-        a0, s20 = al[0], s2[0]
-        Kt = a0[:, None] * K * a0[None, :] + np.diag(s20)
-        G = (K * a0[None, :]) @ np.linalg.inv(0.5 * (Kt + Kt.T))
+        a0 = al[0]
+        G = (K * a0[None, :]) @ precision(a0, s2[0])
         gains.append(G)
         offsets.append(m - G @ (a0 * m))
         moving.append(mov)
@@ -175,11 +177,7 @@ def sample(
         raise ValueError(f"flow is for D = {flow.phi.shape[-1]}, z has D = {z1.shape[-1]}")
     normal = jax.random.normal if normal is None else normal
     mask, z0k = sampling._prepare_known(known, z1)
-    eps = None
-    if mask is not None:
-        if rng is None:
-            raise ValueError("gaussian_flow.sample with known= needs rng= (the replacement noise)")
-        eps = normal(rng, z1.shape, z1.dtype)
+    eps = solvers._known_noise(mask, rng, normal, z1, "gaussian_flow.sample")
     ts = flow.ts
     n = ts.shape[0] - 1
     z = z1 if mask is None else sampling._replace(z1, mask, z0k, gamma_fn, ts[0], eps)
@@ -190,10 +188,8 @@ def sample(
     def step(carry, xs):
         z, r_prev = carry
         phi, bias, weight, gain, offset, moving, h, hp, t, s, is_first, is_last = xs
-        g = gamma_fn(t)
-        log_a, log_s = -0.5 * jax.nn.softplus(g), -0.5 * jax.nn.softplus(-g)
-        sigma = jnp.exp(log_s)
-        x_hat = (z + sigma * sigma * score_fn(z, t)) * jnp.exp(-log_a)
+        _, log_a, log_s = solvers._coefs(gamma_fn, t)
+        _, x_hat = solvers._predict(score_fn, z, t, log_a, log_s)
         r = x_hat - (offset + z @ gain.T)
         second = (order == 2) & ~is_first & ~is_last & (hp >= 0.5 * h) & (h > 0)
         c = jnp.where(second, h / jnp.where(second, 2.0 * hp, 1.0), 0.0)
@@ -207,4 +203,4 @@ def sample(
     xs = (flow.phi, flow.bias, flow.weight, flow.gain, flow.offset, flow.moving, flow.h,
           h_prev, ts[:-1], ts[1:], first, last)
     (z, _), _ = jax.lax.scan(step, (z, jnp.zeros_like(z)), xs)
-    return z if mask is None else jnp.where(mask, z0k, z)
+    return solvers._finish(z, mask, z0k)
