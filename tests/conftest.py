@@ -8,10 +8,10 @@ import os
 #: process they start (the CLI, the reliability, sweep and multi-host runs, the tutorial's
 #: kernel). The few numeric-heavy loops (the oracle check's n samples × hundreds of steps)
 #: ask for full optimisation themselves (`jax.jit(..., compiler_options=...)`).
-SUBPROCESS_XLA_FLAGS = "--xla_backend_optimization_level=0"
+FAST_COMPILE_XLA_FLAGS = "--xla_backend_optimization_level=0"
 _flags = os.environ.get("XLA_FLAGS") or "--xla_force_host_platform_device_count=8"
-if SUBPROCESS_XLA_FLAGS not in _flags:
-    _flags += " " + SUBPROCESS_XLA_FLAGS
+if FAST_COMPILE_XLA_FLAGS not in _flags:
+    _flags += " " + FAST_COMPILE_XLA_FLAGS
 os.environ["XLA_FLAGS"] = _flags  # before JAX starts its backend
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

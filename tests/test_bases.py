@@ -60,11 +60,6 @@ def basis_under_test(name, shape) -> bases.Basis:
                       variance=np.geomspace(0.3, 1e-3, d)[rng.permutation(d)])
 
 
-#: XLA's CPU backend at optimisation level 0 compiles these small test graphs about twice as
-#: fast (the numbers are the same maths; speed is measured in experiments/bench_maths.py).
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
-
-
 @functools.cache
 def outputs(name, shape) -> dict:
     """Everything the per-basis tests look at, computed in ONE jit call per (basis, shape).
@@ -82,7 +77,7 @@ def outputs(name, shape) -> dict:
     eye = np.eye(d, dtype=np.float32).reshape(d, *shape)
     data = anisotropic_data(shape)
 
-    @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+    @jax.jit
     def run(white, vm, x, z, eye, data):
         n = len(x)
         xd = jnp.concatenate([x, data])

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import SUBPROCESS_XLA_FLAGS
+from conftest import FAST_COMPILE_XLA_FLAGS
 
 from gudjax import distributed
 
@@ -67,7 +67,7 @@ def _command(workdir, data_dir, dist_flags=()) -> list[str]:
 def _env(num_devices: int) -> dict:
     env = dict(os.environ)
     env.update(
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices} {SUBPROCESS_XLA_FLAGS}",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices} {FAST_COMPILE_XLA_FLAGS}",
         JAX_PLATFORMS="cpu",
         PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""),
         PYTHONUNBUFFERED="1",

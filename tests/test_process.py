@@ -12,10 +12,9 @@ from gudjax import process, schedules
 from gudjax.schedules import make_schedule
 
 D = 16
-FAST_COMPILE = {"xla_backend_optimization_level": 0}  # small graphs: compile faster
 # jitted entry points (eager JAX compiles every primitive separately, which is slower here)
-noise_state = jax.jit(process.noise_state, compiler_options=FAST_COMPILE)
-batch_noise_state = jax.jit(process.batch_noise_state, compiler_options=FAST_COMPILE)
+noise_state = jax.jit(process.noise_state)
+batch_noise_state = jax.jit(process.batch_noise_state)
 
 
 def soft_schedule(**kw):
@@ -120,7 +119,7 @@ def test_eps_loss_weightings():
     assert "\n" not in msg and all(w in msg for w in process.WEIGHTINGS)
 
 
-@functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+@jax.jit
 def gaussian_losses(sched, z0, rng, params):
     """diffusion_loss with the optimal predictor E[ε|z_t] = σ z_t (z0 ~ N(0, I)) and ε̂ = 0."""
     optimal = lambda z, st, t: st.sigma * z
@@ -163,7 +162,7 @@ def test_diffusion_loss_on_gaussian_data(kind):
                                weighting="bogus")
 
 
-@functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+@jax.jit
 def given_noise_losses(sched, z0, t, eps, q, params):
     """loss_given_noise in component space and through an orthonormal map q (as basis.to_image
     in training), for the optimal predictor E[ε|z_t] = σ z_t and for ε̂ = 0."""

@@ -28,7 +28,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import SUBPROCESS_XLA_FLAGS
+from conftest import FAST_COMPILE_XLA_FLAGS
 
 from configs import digits_haar
 from gudjax import experiment, input_pipeline, train
@@ -70,7 +70,7 @@ class Env:
         self.vars = dict(
             env, GUDJAX_DATA_DIR=str(self.data), HOME=str(self.home), TMPDIR=str(self.tmp),
             JAX_PLATFORMS="cpu",
-            XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {SUBPROCESS_XLA_FLAGS}",
+            XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {FAST_COMPILE_XLA_FLAGS}",
             JAX_COMPILATION_CACHE_DIR=self.cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         )
 

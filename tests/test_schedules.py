@@ -77,17 +77,15 @@ LINEAR = ("soft", "soft_clipped", "soft_mixed", "column", "haar_column")
 #: path coordinate s), which is large relative to γ where γ crosses 0.
 ATOL_F32 = 4 * float(np.spacing(np.float32(20)))
 T = 13  # length of the time grids (one compile per schedule structure and grid length)
-#: XLA's CPU backend at optimisation level 0 compiles these small graphs faster.
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
-@functools.partial(jax.jit, static_argnames="method", compiler_options=FAST_COMPILE)
+@functools.partial(jax.jit, static_argnames="method")
 def vmap_t(sched, ts, params=None, method="gamma"):
     """sched.<method>(t, params) for a vector of times, jitted (schedule is a pytree)."""
     return jax.vmap(lambda t: getattr(sched, method)(t, params))(ts)
 
 
-@functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+@jax.jit
 def states(sched, ts, params=None):
     return jax.vmap(lambda t: process.noise_state(sched, t, params))(ts)
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from absl import flags
-from conftest import SUBPROCESS_XLA_FLAGS
+from conftest import FAST_COMPILE_XLA_FLAGS
 from ml_collections import config_flags
 
 from experiments import sweep
@@ -241,7 +241,7 @@ def test_tpu_setup_script_is_valid_bash_and_installs_requirements():
 def test_local_sweep_end_to_end(tmp_path):
     """A runlocal config through the CLI for a few steps; the second call skips it."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "GUDJAX_DATA_DIR": str(tmp_path / "data")}
-    env["XLA_FLAGS"] = SUBPROCESS_XLA_FLAGS  # one device
+    env["XLA_FLAGS"] = FAST_COMPILE_XLA_FLAGS  # one device
     cmd = [
         sys.executable,
         "-m",

@@ -10,7 +10,7 @@ import ipykernel  # noqa: F401  (the kernel the notebook runs in; test-only requ
 import nbclient
 import nbformat
 import pytest
-from conftest import SUBPROCESS_XLA_FLAGS
+from conftest import FAST_COMPILE_XLA_FLAGS
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "docs" / "tutorial.ipynb"
 
@@ -47,7 +47,7 @@ def test_tutorial_runs(tmp_path, monkeypatch):
         **os.environ,
         "JAX_PLATFORMS": "cpu",
         # one CPU device, what a laptop user gets; compiled like the other subprocesses
-        "XLA_FLAGS": SUBPROCESS_XLA_FLAGS,
+        "XLA_FLAGS": FAST_COMPILE_XLA_FLAGS,
         "GUDJAX_DATA_DIR": str(tmp_path / "data"),
         "TMPDIR": str(work),
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
