@@ -72,15 +72,16 @@ def _coefficients(gamma_fn, ts: np.ndarray):
     return g, np.sqrt(a2), s2, s2 * dg
 
 
-def _check_cov(cov, mean, dim=None):
+def _check_cov(cov, mean):
     K = np.asarray(cov, np.float64)
-    if K.ndim != 2 or K.shape[0] != K.shape[1] or (dim is not None and K.shape[0] != dim):
-        raise ValueError(f"cov must be (D, D) for D = {dim}, got shape {K.shape}")
+    if K.ndim != 2 or K.shape[0] != K.shape[1]:
+        raise ValueError(f"cov must be a square (D, D) covariance in component space, got shape "
+                         f"{K.shape}")
     if not np.all(np.isfinite(K)):
-        raise ValueError("cov has non-finite entries")
+        raise ValueError("cov has non-finite entries; estimate it from finite data (np.cov)")
     K = 0.5 * (K + K.T)
     if np.linalg.eigvalsh(K)[0] < 0.0:
-        raise ValueError("cov is not positive semi-definite")
+        raise ValueError("cov is not positive semi-definite; pass a sample covariance (np.cov)")
     m = np.zeros(K.shape[0]) if mean is None else np.asarray(mean, np.float64)
     if m.shape != (K.shape[0],):
         raise ValueError(f"mean must be ({K.shape[0]},), got shape {m.shape}")
