@@ -8,8 +8,8 @@
 (--config: default the workdir's own config.json, the config it was trained with.)
 
 Oracle rows (exact score, `experiments.oracle_check`'s 8×8×1 Gaussian and fitted bases), for
-every sampler of `gudjax.solvers.SAMPLERS` and the full-covariance ones of `COV_SAMPLERS`
-(`gudjax.gaussian_flow`: `ddim_cov`, `dpmpp_2m_cov`, one network call per step) and
+every sampler of `gudjax.generation.SOLVERS` (those of `gudjax.solvers` and the
+full-covariance `ddim_cov`, `dpmpp_2m_cov` of `gudjax.gaussian_flow`, one call per step) and
 NFE ∈ {5, 10, 20, 50, 100, 200} (with --quick {5, 10, 20}, plus Euler–Maruyama and Heun at
 100), on three schedules:
   standard        PCA, white prior, soft a = 1 (variance labels): standard diffusion,
@@ -20,7 +20,7 @@ the 2D sigma points of the exact p_1 (the flow is affine for the oracle's linear
 this is their exact output covariance; `floor` = 0). Stochastic ones ('sde', 'ddim_sde') run
 n exact p_1 samples; `floor` is the expected Monte-Carlo error of an n-sample covariance and
 `cov_err_debiased` = √max(err² − floor², 0). Steps per sampler: the most with
-`solvers.nfe(sampler, steps)` ≤ NFE (`nfe` in the row is the actual count). A sampler entry
+`generation.nfe(sampler, steps)` ≤ NFE (`nfe` in the row is the actual count). A sampler entry
 may name its time grid, `dpmpp_2m_g@arc` (`solvers.TIME_GRIDS`; `--time-grid G` sets it for
 every entry without one; none: the sampler's default); the row's `time_grid` says which.
 
@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import oracle_check as oc
-from gudjax import gaussian_flow, schedules, solvers
+from gudjax import gaussian_flow, generation, schedules, solvers
 from gudjax.oracle import GaussianOracle
 
 NFES = (5, 10, 20, 50, 100, 200)
@@ -62,7 +62,7 @@ SHAPE = (8, 8, 1)
 def steps_for(solver: str, nfe: int) -> int:
     """The most steps with at most `nfe` network calls (at least 1)."""
     steps = 1
-    while solvers.nfe(solver, steps + 1) <= nfe:
+    while generation.nfe(solver, steps + 1) <= nfe:
         steps += 1
     return steps
 
@@ -75,13 +75,12 @@ def oracle_setup(name: str):
     return basis, schedule, GaussianOracle.from_data(basis, mu, cov), cov
 
 
-#: Samplers whose linear part is the Gaussian flow of the data's full covariance
-#: (`gudjax.gaussian_flow`, name → order), with the moments estimated from the same 4000
-#: samples the bases are fitted to (as the '_g' samplers take the fitted bases' variances).
-#: For a trained model (FD rows) the moments are the training split's (`data_moments`); the
-#: samplers are not yet selectable in the config (`--mode=sample` would need them stored).
-COV_SAMPLERS = {"ddim_cov": 1, "dpmpp_2m_cov": 2}
-ORACLE_SAMPLERS = (*solvers.SAMPLERS, *COV_SAMPLERS)
+#: Every sampler of `gudjax.generation`. The full-covariance ones (`gudjax.gaussian_flow`)
+#: take the moments estimated from the same 4000 samples the bases are fitted to (as the '_g'
+#: samplers take the fitted bases' variances) on the oracle, and the training split's
+#: (`experiment.fit_or_load_moments`, stored in the workdir) for a trained model.
+COV_SAMPLERS = gaussian_flow.SAMPLERS
+ORACLE_SAMPLERS = generation.SOLVERS
 
 
 def parse_sampler(entry: str, time_grid: str | None = None) -> tuple[str, str]:
@@ -92,8 +91,7 @@ def parse_sampler(entry: str, time_grid: str | None = None) -> tuple[str, str]:
         raise ValueError(
             f"unknown --samplers entry {solver!r}; allowed: {', '.join(ORACLE_SAMPLERS)}"
         )
-    default = "uniform" if solver in COV_SAMPLERS else solvers.default_time_grid(solver)
-    grid = grid or time_grid or default
+    grid = grid or time_grid or generation.default_time_grid(solver)
     return solver, solvers.check_time_grid(grid, "--samplers/--time-grid time grid")
 
 
@@ -115,13 +113,6 @@ def fit_moments(name: str, n_fit: int = 4000, seed: int = 0):
     basis = oc.fitted_basis(basis_name, SHAPE, n_fit, seed).with_prior(whiten)
     z = np.asarray(basis.encode(jnp.asarray(x.reshape(n_fit, *SHAPE), jnp.float32)), np.float64)
     return z.mean(0), np.cov(z, rowvar=False)
-
-
-def cov_flow(gamma_fn, steps: int, time_grid: str, moments) -> gaussian_flow.GaussianFlow:
-    """The full-covariance samplers' per-step maps on `steps` steps of `time_grid`, for the
-    moments (mean (D,), covariance (D, D))."""
-    ts = solvers.make_time_grid(gamma_fn, steps, time_grid)
-    return gaussian_flow.gaussian_flow(gamma_fn, ts, moments[1], moments[0])
 
 
 @functools.partial(jax.jit, static_argnames=("order",))
@@ -150,7 +141,7 @@ def oracle_rows(nfes, n_mc: int, extra=(), *, names=None, samplers=None, time_gr
             if solver in COV_SAMPLERS:
                 stochastic, steps = False, max(int(target), 1)
                 moments = fit_moments(name) if moments is None else moments
-                flow = cov_flow(schedule.gamma, steps, grid, moments)
+                flow = gaussian_flow.grid_flow(schedule.gamma, steps, grid, *moments)
                 z = _z0_cov(z_only, schedule, points, flow, order=COV_SAMPLERS[solver])
             else:
                 stochastic = solvers.SAMPLERS[solver][2]
@@ -162,7 +153,7 @@ def oracle_rows(nfes, n_mc: int, extra=(), *, names=None, samplers=None, time_gr
             floor = oc.mc_floor(cov, n_mc) if stochastic else 0.0
             row = dict(
                 sampler=solver, schedule=name,
-                nfe=steps if solver in COV_SAMPLERS else solvers.nfe(solver, steps),
+                nfe=generation.nfe(solver, steps),
                 nfe_target=target, steps=steps,
                 time_grid=grid,
                 oracle_cov_err=err, floor=floor,
@@ -174,41 +165,6 @@ def oracle_rows(nfes, n_mc: int, extra=(), *, names=None, samplers=None, time_gr
             log(f"{name:16s} {solver + '@' + grid:18s} nfe={row['nfe']:3d} err={err:.4f} "
                 f"floor={floor:.4f} ({row['seconds']:.1f} s)")
     return rows
-
-
-def data_moments(config, basis, *, batch_size: int = 512):
-    """(mean (D,), covariance (D, D)) of the training split in `basis`'s component space,
-    float64, one streaming pass (centre-dequantised at the data's own levels)."""
-    from gudjax import input_pipeline
-
-    levels = input_pipeline.levels(config.data)
-    n, s1, s2 = 0, 0.0, 0.0
-    for batch in input_pipeline.fit_batches(config.data, batch_size=batch_size):
-        x = input_pipeline.to_model_input(batch, levels=levels)
-        z = np.asarray(basis.encode(jnp.asarray(x)), np.float64)
-        n, s1, s2 = n + z.shape[0], s1 + z.sum(0), s2 + z.T @ z
-    mean = s1 / n
-    return mean, (s2 - n * np.outer(mean, mean)) / (n - 1)
-
-
-@functools.partial(jax.jit, static_argnames=("order",))
-def _cov_images(model, z1, flow, *, order):
-    z = gaussian_flow.sample(model.score_fn(), model.gamma_fn(), z1, flow, order=order)
-    return jnp.clip(model.basis.decode(z), -1.0, 1.0)
-
-
-def cov_generate(model, moments, num: int, steps: int, *, seed: int, order: int,
-                 time_grid: str = "uniform", batch_size: int = 250) -> np.ndarray:
-    """`num` images in [−1, 1] from the full-covariance Gaussian-frame sampler, z_1 ~ N(0, I)
-    drawn per batch from fold_in(PRNGKey(seed), i); one network call per step."""
-    flow = cov_flow(model.gamma_fn(), steps, time_grid, moments)
-    out = []
-    for i, start in enumerate(range(0, num, batch_size)):
-        b = min(batch_size, num - start)
-        z1 = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(seed), i),
-                               (b, model.basis.dim), jnp.float32)
-        out.append(np.asarray(_cov_images(model, z1, flow, order=order)))
-    return np.concatenate(out)
 
 
 def load_model(workdir: str, config_path: str | None = None):
@@ -236,23 +192,25 @@ def efficiency(model, *, batch: int = 16, steps: int = 10, repeats: int = 3) -> 
     """Sampler seconds per network call vs one bare jitted score call at the same batch,
     timed round-robin in one process (the ratios hold on a loaded machine)."""
     from experiments.bench_common import interleaved_medians
-    from gudjax import generation, runtime
+    from gudjax import runtime
 
     one = runtime.batch_mesh(jax.local_devices()[:1])
     d = model.basis.dim
     z = jax.random.normal(jax.random.key(0), (batch, d))
     score = jax.jit(lambda m, z, t: m.score_fn()(z, t))
     calls = {"forward": lambda: score(model, z, jnp.float32(0.5))}
-    for solver in solvers.SAMPLERS:
+    names = [s for s in generation.SOLVERS if s not in COV_SAMPLERS or model.moments is not None]
+    for solver in names:
         fn = functools.partial(generation.sample_batch, num=batch, solver=solver, steps=steps,
                                mesh=one)
-        calls[solver] = functools.partial(fn, model, jax.random.PRNGKey(1))
+        flow = generation.cov_flow(model, solver, steps, None) if solver in COV_SAMPLERS else None
+        calls[solver] = functools.partial(fn, model, jax.random.PRNGKey(1), flow=flow)
     for c in calls.values():
         jax.block_until_ready(c())  # compile
     t = interleaved_medians(calls, repeats=repeats, warmup=1)
     rows = []
-    for solver in solvers.SAMPLERS:
-        n = solvers.nfe(solver, steps)
+    for solver in names:
+        n = generation.nfe(solver, steps)
         per_call = t[solver] / n
         rows.append(dict(sampler=solver, steps=steps, nfe=n, batch=batch,
                          seconds=t[solver], ms_per_nfe=1e3 * per_call,
@@ -270,7 +228,7 @@ def fd_rows(workdir: str, config_path: str, nfes, num: int, *, samplers=None, ti
     digits samples moves by about ±1.5, more than the 5% bar. A file that exists with
     `num` images is not sampled again: its FD is recomputed from the file (row `reused`
     True when every seed was), so a stopped run resumes point by point."""
-    from gudjax import evaluate, features, frechet, generation
+    from gudjax import evaluate, experiment, features, frechet
 
     config, model, step = load_model(workdir, config_path)
     s = evaluate.eval_settings(config)
@@ -279,14 +237,11 @@ def fd_rows(workdir: str, config_path: str, nfes, num: int, *, samplers=None, ti
     os.makedirs(out_dir, exist_ok=True)
     rows = []
     entries = tuple(solvers.SAMPLERS) if samplers is None else tuple(samplers)
-    moments = None
     for solver, grid in (parse_sampler(e, time_grid) for e in entries):
-        cov = solver in COV_SAMPLERS
-        if cov and moments is None:
-            moments = data_moments(config, model.basis)
+        m = experiment.sampling_model(model, config, workdir, solver, "--samplers")
         for target in nfes:
-            steps = max(int(target), 1) if cov else steps_for(solver, target)
-            nfe = steps if cov else solvers.nfe(solver, steps)
+            steps = steps_for(solver, target)
+            nfe = generation.nfe(solver, steps)
             t0 = time.perf_counter()
             fds, reused = [], []
             for seed in range(seeds):
@@ -298,13 +253,9 @@ def fd_rows(workdir: str, config_path: str, nfes, num: int, *, samplers=None, ti
                         images = f["images"] if f["images"].shape[0] == num else None
                 reused.append(images is not None)
                 if images is None:
-                    if cov:
-                        images = cov_generate(model, moments, num, steps, seed=seed,
-                                              order=COV_SAMPLERS[solver], time_grid=grid)
-                    else:
-                        images = generation.generate(
-                            model, num, rng=jax.random.PRNGKey(seed), solver=solver,
-                            steps=steps, batch_size=min(num, 250), time_grid=grid)
+                    images = generation.generate(
+                        m, num, rng=jax.random.PRNGKey(seed), solver=solver, steps=steps,
+                        batch_size=min(num, 250), time_grid=grid)
                     np.savez_compressed(path, images=images)
                 fds.append(float(features.frechet_distance(
                     *features.feature_stats(info["extractor"](frechet.as_real_images(images))),
@@ -324,8 +275,7 @@ def fd_rows(workdir: str, config_path: str, nfes, num: int, *, samplers=None, ti
 def _label(row: dict) -> str:
     """'sampler', or 'sampler@grid' when the row's grid is not the sampler's default."""
     grid = row.get("time_grid")
-    default = ("uniform" if row["sampler"] in COV_SAMPLERS
-               else solvers.default_time_grid(row["sampler"]))
+    default = generation.default_time_grid(row["sampler"])
     return row["sampler"] if grid in (None, default) else f"{row['sampler']}@{grid}"
 
 
@@ -412,7 +362,13 @@ def main(argv=None) -> int:
     )
     eff = None
     if a.workdir and a.efficiency:
-        eff = efficiency(load_model(a.workdir, a.config)[1])
+        from gudjax import experiment
+
+        config, model, _ = load_model(a.workdir, a.config)
+        if model.basis.dim <= gaussian_flow.MAX_DIM:  # the full-covariance samplers too
+            model = model.with_moments(
+                *experiment.fit_or_load_moments(config, a.workdir, model.basis))
+        eff = efficiency(model)
         for r in eff["rows"]:
             print(f"{r['sampler']:11s} {r['ms_per_nfe']:8.2f} ms/NFE  "
                   f"{r['ratio_to_forward']:.2f}x forward ({eff['forward_ms']:.2f} ms)")

@@ -4,8 +4,10 @@
 
 Trains configs/digits_haar.py (3-level Haar basis, variance-matched prior, soft
 coarse-to-fine schedule family a ∈ [0, 2]) on 2 CPU cores in about 10 minutes, then
-writes into the workdir: samples.png (reverse-SDE samples at a = 1), loss.png,
-gamma.png (γ̃_i(t) of the schedule), metrics.jsonl, config.json, checkpoints/.
+writes into the workdir: samples.png (samples at a = 1, the config's few-step sampler
+dpmpp_2m_cov at 10 network calls), data_moments.npz (the data's mean and covariance that
+sampler uses), loss.png, gamma.png (γ̃_i(t) of the schedule), metrics.jsonl, config.json,
+checkpoints/.
 Running it again in the same workdir resumes (and finishes at once if done).
 """
 

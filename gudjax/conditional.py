@@ -151,10 +151,19 @@ def known_values(basis, x_known, comp_mask) -> sampling.Known:
 
 
 def inpaint(
-    model, images, mask, *, rng, solver: str = "sde", steps: int = 250, paste: bool = True
+    model,
+    images,
+    mask,
+    *,
+    rng,
+    solver: str = "sde",
+    steps: int = 250,
+    paste: bool = True,
+    **sampler_options,
 ) -> dict:
     """Fill the unknown pixels of `images` (B, H, W, C) ∈ [−1, 1]; `mask` True = known pixel,
     shape (H, W), (H, W, C) or (B, H, W, C). See the module docstring for non-pixel bases.
+    `sampler_options`: time_grid, eta of `generation.generate`.
 
     Returns {'images' (B, H, W, C) numpy, 'component_mask', 'num_known_components',
     'num_known_pixels'}; with paste=True the known pixels of the output equal the input's.
@@ -180,7 +189,8 @@ def inpaint(
     b = len(images)
     known = known_values(basis, images, comp)
     out = generation.generate(
-        model, b, rng=rng, solver=solver, steps=steps, batch_size=b, known=known
+        model, b, rng=rng, solver=solver, steps=steps, batch_size=b, known=known,
+        **sampler_options,
     )
     if paste:
         out = np.where(np.broadcast_to(m, out.shape), images, out)
@@ -202,12 +212,14 @@ def extend(
     solver: str = "sde",
     steps: int = 250,
     init=None,
+    **sampler_options,
 ) -> np.ndarray:
     """Images (num, H, width, C) wider than the model's W, generated left to right.
 
     The first window is `init` (num, H, W, C) or an unconditional sample; each further
     window keeps the last W − shift columns (known, by replacement) and generates `shift`
-    new ones. Needs 1 ≤ shift ≤ W − 1 and width ≥ W.
+    new ones. Needs 1 ≤ shift ≤ W − 1 and width ≥ W. `sampler_options`: time_grid, eta of
+    `generation.generate`.
     """
     h, w, c = model.basis.shape
     if not isinstance(shift, int | np.integer) or not 1 <= shift <= w - 1:
@@ -229,7 +241,8 @@ def extend(
     if init is None:  # an empty mask: unconditional, and the same compiled sampler as below
         empty = known_values(model.basis, np.zeros((num, h, w, c)), np.zeros(h * w * c, bool))
         canvas = generation.generate(
-            model, num, rng=k_init, solver=solver, steps=steps, batch_size=num, known=empty
+            model, num, rng=k_init, solver=solver, steps=steps, batch_size=num, known=empty,
+            **sampler_options,
         )
     else:
         canvas = np.asarray(init, np.float32)
@@ -251,6 +264,7 @@ def extend(
             steps=steps,
             batch_size=num,
             known=known_values(model.basis, window, comp),
+            **sampler_options,
         )
         canvas = np.concatenate([canvas, new[:, :, keep:]], axis=2)
         i += 1

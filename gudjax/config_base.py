@@ -152,10 +152,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.path_p_family = 0.5
     c.train.path_units = "groups"
     # Sampling: solver (gudjax.generation.SOLVERS: sde | ode | ddim | ddim_sde | dpmpp_2m |
-    # heun and the _g forms), steps, number of images; family members via e.g. sample.a.
+    # heun, the _g forms, and ddim_cov | dpmpp_2m_cov: the data's full covariance as the
+    # linear part, for D <= 256, moments stored in <workdir>/data_moments.npz), steps, number
+    # of images; family members via e.g. sample.a.
     c.sample = ml_collections.ConfigDict(dict(solver="sde", steps=250, num=64, seed=0))
-    # Where the steps go (gudjax.solvers.TIME_GRIDS: uniform | lambda | edm | arc); None =
-    # the solver's default. eta: the noise of ddim_sde (1 = the DDPM posterior step).
+    # Where the steps go (gudjax.solvers.TIME_GRIDS: uniform | lambda | edm | arc | auto);
+    # None = the solver's default. eta: the noise of ddim_sde (1 = the DDPM posterior step).
     c.sample.time_grid = ml_collections.config_dict.placeholder(str)
     c.sample.eta = 1.0
     # Conditional generation (gudjax/conditional.py) from --mode=sample: an inpainting

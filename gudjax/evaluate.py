@@ -41,8 +41,10 @@ from gudjax import (
     baselines,
     bound,
     chunks,
+    experiment,
     features,
     frechet,
+    gaussian_flow,
     generation,
     input_pipeline,
     likelihood,
@@ -142,6 +144,7 @@ def evaluate_trained(
     trained = dict(config.get("family", {}))
     defaults = {k: config.schedule[k] for k in names if k in config.schedule}
     model = network_model(graphdef, params, basis, schedule)
+    gaussian_flow.check_dim(s["sampler"], basis.dim, "config.eval.sampler")
     dataset = config.data.name
     t_start = time.time()
 
@@ -239,7 +242,8 @@ def evaluate_trained(
             def fd_values(m=m):
                 any_info = next(iter(fd_infos.values()))
                 gen = generation.generate(
-                    m,
+                    experiment.sampling_model(m, config, workdir, s["sampler"],
+                                              "config.eval.sampler"),
                     int(any_info["num_generated"]),
                     rng=jax.random.fold_in(jax.random.PRNGKey(int(s["seed"])), 1000),
                     solver=s["sampler"],

@@ -3,22 +3,29 @@
 Config checks (`validate_config`, `check_config_change`), the basis fitted once from the
 training split and stored as `basis.npz` in the workdir (`fit_or_load_basis`), the model,
 optimiser and checkpointer (`build`), and the newest readable checkpoint (`restore_state`).
+The data's mean and covariance in component space, which the full-covariance samplers need,
+are computed once on demand and stored as `data_moments.npz` (`fit_or_load_moments`).
 Training (`gudjax.train`) and the sample/eval modes (`gudjax.run.load_trained`) start here.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-from gudjax import bases, input_pipeline, models, paths, process, schedules, step
+from gudjax import bases, gaussian_flow, input_pipeline, models, paths, process, schedules, step
 from gudjax.checkpointing import Checkpointer
 from gudjax.distributed import TrainingError
 from gudjax.models import create_model
 from gudjax.runtime import make_mesh, replicated
+
+log = logging.getLogger("gudjax")
 
 #: Config fields that may change between restarts of the same run (they do not change
 #: what is being trained).
@@ -243,6 +250,60 @@ def fit_or_load_basis(config, workdir: str) -> bases.Basis:
     if jax.process_index() == 0:
         bases.save_basis(path, basis)
     return basis
+
+
+MOMENTS_FILE = "data_moments.npz"
+
+
+def component_moments(data_config, basis, *, batch_size: int = 512):
+    """(mean (D,), covariance (D, D)), float64, of the training split in `basis`'s component
+    space: one streaming pass, images centre-dequantised at the data's own levels."""
+    levels = input_pipeline.levels(data_config)
+    n, s1, s2 = 0, 0.0, 0.0
+    for batch in input_pipeline.fit_batches(data_config, batch_size=batch_size):
+        x = input_pipeline.to_model_input(batch, levels=levels)
+        z = np.asarray(basis.encode(jnp.asarray(x)), np.float64)
+        n, s1, s2 = n + z.shape[0], s1 + z.sum(0), s2 + z.T @ z
+    if n < 2:
+        raise ValueError(f"the training split of {data_config.name!r} has {n} image(s); the "
+                         "data covariance needs at least 2")
+    mean = s1 / n
+    return mean, (s2 - n * np.outer(mean, mean)) / (n - 1)
+
+
+def fit_or_load_moments(config, workdir: str | None, basis):
+    """The training split's (mean, covariance) in `basis`'s component space: computed once
+    (`component_moments`) and stored as `workdir/data_moments.npz`; later calls load it. An
+    unreadable or mismatched file is recomputed (with a warning) and replaced."""
+    d = basis.dim
+    path = os.path.join(workdir, MOMENTS_FILE) if workdir else None
+    if path and os.path.exists(path):
+        try:
+            with np.load(path) as f:
+                mean, cov = np.asarray(f["mean"]), np.asarray(f["cov"])
+            if mean.shape == (d,) and cov.shape == (d, d) and np.all(np.isfinite(cov)):
+                return mean, cov
+            log.warning("%s holds moments of shape %s, not for D = %d; recomputing it",
+                        path, cov.shape, d)
+        except (OSError, KeyError, ValueError) as e:
+            log.warning("%s is unreadable (%s); recomputing it from the training split", path, e)
+    log.info("data moments: one pass over the training split (D = %d)", d)
+    mean, cov = component_moments(config.data, basis)
+    if path and jax.process_index() == 0:
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, mean=mean, cov=cov)
+        os.replace(tmp, path)
+    return mean, cov
+
+
+def sampling_model(model, config, workdir: str | None, solver: str,
+                   field: str = "config.sample.solver"):
+    """`model` ready for `solver`: the full-covariance samplers (`gaussian_flow.SAMPLERS`)
+    get the data moments (`fit_or_load_moments`); the others take the model as it is."""
+    if solver not in gaussian_flow.SAMPLERS:
+        return model
+    gaussian_flow.check_dim(solver, model.basis.dim, field)
+    return model.with_moments(*fit_or_load_moments(config, workdir, model.basis))
 
 
 # ------------------------------------------------------------------ the run

@@ -121,6 +121,7 @@ def _sample(config, workdir: str) -> dict:
             config, workdir, basis, schedule, graphdef, state, fam, rng, suffix
         )
     model = network_model(graphdef, state["ema_params"], basis, schedule, fam)
+    model = experiment.sampling_model(model, config, workdir, sample_cfg.solver)
     num = int(sample_cfg.num)
     images = generation.generate(
         model,
@@ -163,13 +164,23 @@ def _sample_conditional(config, workdir, basis, schedule, graphdef, state, fam, 
 
     sample_cfg = config.sample
     model = network_model(graphdef, state["ema_params"], basis, schedule, fam)
+    model = experiment.sampling_model(model, config, workdir, sample_cfg.solver)
     num = int(sample_cfg.num)
     write = jax.process_index() == 0
+    options = dict(
+        time_grid=sample_cfg.get("time_grid", None), eta=float(sample_cfg.get("eta", 1.0))
+    )
     if sample_cfg.get("inpaint", None):
         mask = conditional.parse_mask_spec(sample_cfg.inpaint, basis.shape)
         originals = _test_images(config, num)
         out = conditional.inpaint(
-            model, originals, mask, rng=rng, solver=sample_cfg.solver, steps=int(sample_cfg.steps)
+            model,
+            originals,
+            mask,
+            rng=rng,
+            solver=sample_cfg.solver,
+            steps=int(sample_cfg.steps),
+            **options,
         )
         images = out["images"]
         masked = np.where(mask, originals, 0.0)  # unknown pixels shown mid-grey
@@ -210,6 +221,7 @@ def _sample_conditional(config, workdir, basis, schedule, graphdef, state, fam, 
         solver=sample_cfg.solver,
         steps=int(sample_cfg.steps),
         init=init,
+        **options,
     )
     k = sample_cfg.extend_columns
     stem = os.path.join(workdir, f"extend{k}_w{width}_from-{source}_{suffix}")

@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gudjax import runtime, sampling, step
 from gudjax.oracle import GaussianOracle
@@ -29,9 +30,11 @@ class ScoreModel:
 
     A pytree (passes through jax.jit; family values are traced, so sweeping them never
     recompiles). Data: params (network parameters, or the `GaussianOracle` for 'oracle'),
-    basis, schedule, family (dict name → scalar). Static: kind ('network' | 'oracle'),
-    graphdef (network only), exact_prior (oracle only: use the exact terminal marginal
-    p_1 instead of N(0, I) as the prior of the likelihood).
+    basis, schedule, family (dict name → scalar), moments (None, or the data's (mean (D,),
+    covariance (D, D)) in component space, which the full-covariance samplers of
+    `gudjax.gaussian_flow` take as their linear part; `with_moments`). Static: kind
+    ('network' | 'oracle'), graphdef (network only), exact_prior (oracle only: use the exact
+    terminal marginal p_1 instead of N(0, I) as the prior of the likelihood).
     """
 
     kind: str
@@ -41,6 +44,7 @@ class ScoreModel:
     basis: Any
     schedule: Any
     family: dict
+    moments: Any = None
 
     @property
     def fam(self) -> dict | None:
@@ -71,10 +75,21 @@ class ScoreModel:
     def with_family(self, family: Mapping) -> ScoreModel:
         return dataclasses.replace(self, family=family_arrays(family))
 
+    def with_moments(self, mean, cov) -> ScoreModel:
+        """This model with the data's mean (D,) and covariance (D, D) in component space."""
+        d = self.basis.dim
+        mean, cov = np.asarray(mean, np.float64), np.asarray(cov, np.float64)
+        if mean.shape != (d,) or cov.shape != (d, d):
+            raise ValueError(
+                f"moments have shapes {mean.shape} and {cov.shape}; the basis needs ({d},) and "
+                f"({d}, {d}) (mean and covariance of the data in component space)"
+            )
+        return dataclasses.replace(self, moments=(mean, cov))
+
 
 jax.tree_util.register_dataclass(
     ScoreModel,
-    data_fields=["params", "basis", "schedule", "family"],
+    data_fields=["params", "basis", "schedule", "family", "moments"],
     meta_fields=["kind", "graphdef", "exact_prior"],
 )
 

@@ -48,7 +48,11 @@ of `NUM_FINE` times (so traced family parameters never recompile):
   'edm'      EDM's ρ = 7 spacing of σ̄ = e^{−λ̄}: uniform in σ̄^{1/ρ} (more steps at low noise),
   'arc'      equal steps in the arc length of γ̃(t), ∫ ‖dγ̃/dt‖ dt (RMS over components): the
              steps follow where the schedule changes, so a sequential schedule gets steps in
-             every window (and none where nothing moves).
+             every window (and none where nothing moves),
+  'auto'     'lambda' for up to `AUTO_LAMBDA_MAX_STEPS` steps, 'uniform' above: the λ grid
+             puts few steps where the log-SNR moves, but its long end steps (where the mean
+             λ barely moves while single components still do) leave an error floor of ~1% on
+             clipped schedules that more steps do not remove; the uniform grid has no floor.
 Conditional generation by replacement (`sampling.Known`) works as in `sampling.ode_sample`
 (one fixed ε per trajectory) for the deterministic samplers and as in `sampling.sde_sample`
 (a fresh ε every step) for stochastic DDIM.
@@ -64,7 +68,10 @@ import jax.numpy as jnp
 from gudjax import sampling
 
 Array = Any
-TIME_GRIDS = ("uniform", "lambda", "edm", "arc")
+TIME_GRIDS = ("uniform", "lambda", "edm", "arc", "auto")
+#: 'auto' is 'lambda' up to this many steps and 'uniform' above (chosen on held-out oracle
+#: schedules for the full-covariance samplers, docs/maths.md §10.5).
+AUTO_LAMBDA_MAX_STEPS = 8
 #: Times on which γ is evaluated to place the steps (inverse by linear interpolation).
 NUM_FINE = 2049
 EDM_RHO = 7.0
@@ -93,6 +100,8 @@ def make_time_grid(gamma_fn, num_steps: int, kind: str = "uniform", t_end: float
     check_time_grid(kind, "time_grid")
     num_steps = sampling._check_steps(num_steps)
     sampling._check_t_end(t_end)
+    if kind == "auto":
+        kind = "lambda" if num_steps <= AUTO_LAMBDA_MAX_STEPS else "uniform"
     if kind == "uniform":
         return sampling.time_grid(num_steps, t_end)
     t_fine = jnp.linspace(t_end, 1.0, NUM_FINE, dtype=jnp.float32)

@@ -24,7 +24,13 @@ import numpy as np
 import gudjax
 from gudjax import generation, input_pipeline, plotting, step
 from gudjax.distributed import TrainingError, maybe_initialize_distributed
-from gudjax.experiment import any_paths_options, build, check_config_change, restore_state
+from gudjax.experiment import (
+    any_paths_options,
+    build,
+    check_config_change,
+    restore_state,
+    sampling_model,
+)
 from gudjax.models import count_params
 from gudjax.runtime import make_mesh, replicate, shard_batch
 from gudjax.score_model import network_model
@@ -280,6 +286,7 @@ def _train(config, workdir: str) -> dict:
                         schedule,
                         os.path.join(sample_dir, f"samples_{s:07d}.png"),
                         s,
+                        workdir,
                     )
                 if pre.stop(s):
                     log.warning("%s: checkpointing step %d and exiting", pre.reason, s)
@@ -336,16 +343,21 @@ def _trim_metrics(path: str, start: int) -> None:
     _write_atomic(path, "".join(keep))
 
 
-def write_samples(config, graphdef, params, basis, schedule, path: str, seed_step: int) -> str:
+def write_samples(
+    config, graphdef, params, basis, schedule, path: str, seed_step: int, workdir=None
+) -> str:
     """A grid of config.sample.num samples of the EMA `params` (`generation.generate`, one
-    batch over the local devices, rng = PRNGKey(seed_step))."""
+    batch over the local devices, rng = PRNGKey(seed_step)). `workdir` holds the data
+    moments of the full-covariance samplers (`experiment.sampling_model`)."""
     sample_cfg = config.get("sample", ml_collections.ConfigDict())
     num = int(sample_cfg.get("num", 64))
+    solver = sample_cfg.get("solver", "sde")
+    model = network_model(graphdef, params, basis, schedule, family_member(config))
     images = generation.generate(
-        network_model(graphdef, params, basis, schedule, family_member(config)),
+        sampling_model(model, config, workdir, solver),
         num,
         rng=jax.random.PRNGKey(seed_step),
-        solver=sample_cfg.get("solver", "sde"),
+        solver=solver,
         steps=int(sample_cfg.get("steps", 250)),
         batch_size=num,
     )
@@ -365,6 +377,7 @@ def report_files(config, workdir: str, result: dict) -> dict[str, str]:
         result["schedule"],
         os.path.join(workdir, "samples.png"),
         10**6 + int(result["step"]),
+        workdir,
     )
     out["loss_plot"] = plotting.plot_loss(
         os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "loss.png")

@@ -19,6 +19,7 @@ from gudjax import (
     evaluate,
     features,
     generation,
+    input_pipeline,
     nll,
     run,
     runtime,
@@ -381,6 +382,36 @@ def test_eval_end_to_end_on_tiny_trained_model(tiny_run, caplog, capsys):
 
 
 @pytest.mark.slow
+def test_full_covariance_sampler_from_the_config(tiny_run):
+    """--mode=sample with config.sample.solver='dpmpp_2m_cov': the training split's moments
+    in component space are computed once and stored in the workdir; unconditional samples and
+    inpainting (replacement) run through it."""
+    c, wd = tiny_run
+    c = c.copy_and_resolve_references()
+    c.sample.solver, c.sample.steps, c.sample.num = "dpmpp_2m_cov", 3, 4
+    out = run.sample(c, wd)
+    assert out["images"].shape == (4, 8, 8, 1) and np.all(np.abs(out["images"]) <= 1.0)
+    assert os.path.basename(out["npz"]).startswith("sample_dpmpp_2m_cov3_")
+    with np.load(os.path.join(wd, "data_moments.npz")) as f:
+        mean, cov = f["mean"], f["cov"]
+    basis = bases.load_basis(os.path.join(wd, "basis.npz"))
+    levels = input_pipeline.levels(c.data)
+    z = np.concatenate([
+        np.asarray(basis.encode(input_pipeline.to_model_input(b, levels=levels)), np.float64)
+        for b in input_pipeline.fit_batches(c.data)
+    ])
+    np.testing.assert_allclose(mean, z.mean(0), atol=1e-5)
+    np.testing.assert_allclose(cov, np.cov(z, rowvar=False), atol=1e-4)
+    again = run.sample(c, wd)  # the stored moments: the same images
+    np.testing.assert_array_equal(again["images"], out["images"])
+    c.sample.inpaint = "left:4"
+    filled = run.sample(c, wd)
+    with np.load(filled["npz"]) as f:
+        assert np.array_equal(f["images"][:, :, :4], f["originals"][:, :, :4])
+        assert np.all(np.isfinite(f["images"]))
+
+
+@pytest.mark.slow
 def test_eval_with_inception_weights_reports_fid(tiny_run, tmp_path, capsys):
     """FID through --mode=eval with random weights in the pytorch-fid format (the number is
     meaningless; the path, the metadata and the table are what is tested)."""
@@ -451,7 +482,7 @@ def test_eval_and_conditional_fields_override_from_the_command_line(monkeypatch)
     c = fv.config
     s = evaluate.eval_settings(c)
     assert s["sweep"] == "a=0:2:3" and s["num_images"] == 10 and s["sampler"] == "ode"
-    assert s["sampler_steps"] == c.sample.steps and s["classifier_dir"] == "/tmp/fdc"
+    assert s["sampler_steps"] == c.eval.sampler_steps == 50 and s["classifier_dir"] == "/tmp/fdc"
     assert c.sample.inpaint == "center:4" and c.sample.extend_columns == 2
     assert c.sample.extend_width == 20
 

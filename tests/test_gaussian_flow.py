@@ -99,6 +99,58 @@ def test_bad_inputs_are_one_line_errors():
         gaussian_flow.sample(lambda z, t: -z, gamma_fn, jnp.zeros((2, 4)), flow)
     with pytest.raises(ValueError, match="order must be 1 or 2"):
         gaussian_flow.sample(lambda z, t: -z, gamma_fn, jnp.zeros((2, 3)), flow, order=3)
-    assert bs.parse_sampler("dpmpp_2m_cov") == ("dpmpp_2m_cov", "uniform")
+    assert bs.parse_sampler("dpmpp_2m_cov") == ("dpmpp_2m_cov", "auto")
     with pytest.raises(ValueError, match="unknown --samplers entry 'dpmpp_3m_cov'"):
         bs.parse_sampler("dpmpp_3m_cov")
+
+
+def test_generate_runs_the_full_covariance_sampler_over_all_devices():
+    """`generation.generate` with solver 'dpmpp_2m_cov' on 8 devices gives the images of
+    `gaussian_flow.sample` from the same z_1 on one; without moments, a one-line error."""
+    from gudjax import generation, runtime
+    from gudjax.score_model import oracle_model
+
+    basis, schedule, oracle, _ = bs.oracle_setup("near_sequential")
+    mean, K = np.asarray(oracle.z_only().m), np.asarray(oracle.z_only().K)
+    model = oracle_model(oracle, basis, schedule)
+    rng, num, steps = jax.random.PRNGKey(3), 16, 4
+    with pytest.raises(ValueError, match=r"needs the data's mean and covariance.*with_moments"):
+        generation.generate(model, num, rng=rng, solver="dpmpp_2m_cov", steps=steps)
+    model = model.with_moments(mean, K)
+    assert runtime.num_devices(runtime.batch_mesh()) == 8
+    images = generation.generate(model, num, rng=rng, solver="dpmpp_2m_cov", steps=steps)
+    k1, _ = jax.random.split(jax.random.fold_in(rng, 0))
+    z1 = jax.random.normal(k1, (num, basis.dim), jnp.float32)
+    flow = gaussian_flow.grid_flow(model.gamma_fn(), steps, "auto", mean, K)
+    z = gaussian_flow.sample(model.score_fn(), model.gamma_fn(), z1, flow, order=2)
+    want = np.clip(np.asarray(basis.decode(z)), -1.0, 1.0)
+    np.testing.assert_allclose(images, want, atol=2e-5)
+    assert generation.nfe("dpmpp_2m_cov", steps) == steps
+    assert generation.default_time_grid("ddim_cov") == "auto"
+
+
+def test_moments_are_stored_in_the_workdir_and_large_bases_refused(tmp_path, monkeypatch,
+                                                                   caplog):
+    """`experiment.sampling_model`: moments once per workdir (a damaged file is recomputed),
+    the model unchanged for the other samplers, D above MAX_DIM refused before any data pass."""
+    from types import SimpleNamespace
+
+    from gudjax import experiment
+
+    calls = []
+    monkeypatch.setattr(experiment, "component_moments",
+                        lambda data, basis: calls.append(1) or (np.ones(3), 2 * np.eye(3)))
+    basis, config = SimpleNamespace(dim=3), SimpleNamespace(data=None)
+    model = SimpleNamespace(basis=basis, with_moments=lambda m, c: (m, c))
+    assert experiment.sampling_model(model, config, str(tmp_path), "dpmpp_2m_g") is model
+    mean, cov = experiment.sampling_model(model, config, str(tmp_path), "ddim_cov")
+    assert calls == [1] and np.array_equal(mean, np.ones(3)) and np.array_equal(cov, 2 * np.eye(3))
+    experiment.sampling_model(model, config, str(tmp_path), "dpmpp_2m_cov")
+    assert calls == [1]  # read back from data_moments.npz
+    (tmp_path / experiment.MOMENTS_FILE).write_bytes(b"not an npz")
+    experiment.sampling_model(model, config, str(tmp_path), "dpmpp_2m_cov")
+    assert calls == [1, 1] and "recomputing" in caplog.text
+    big = SimpleNamespace(basis=SimpleNamespace(dim=gaussian_flow.MAX_DIM + 1))
+    with pytest.raises(ValueError, match=r"allows D <= .*use dpmpp_2m_g") as e:
+        experiment.sampling_model(big, config, str(tmp_path), "dpmpp_2m_cov")
+    assert "\n" not in str(e.value) and calls == [1, 1]

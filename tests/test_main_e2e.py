@@ -42,8 +42,11 @@ def test_train_resume_sample_through_cli(tmp_path):
     r = run_main(cfg, f"--workdir={wd}", "--mode=sample", "--config.sample.a=0.5",
                  "--config.train.num_steps=8", *TINY, data_dir=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    pngs = [f for f in os.listdir(wd) if f.startswith("sample_sde5_a0.5_step8")]
-    assert sorted(pngs) == ["sample_sde5_a0.5_step8.npz", "sample_sde5_a0.5_step8.png"]
+    # the digits configs' default sampler: the full-covariance one, moments stored once
+    stem = "sample_dpmpp_2m_cov5_a0.5_step8"
+    pngs = [f for f in os.listdir(wd) if f.startswith(stem)]
+    assert sorted(pngs) == [f"{stem}.npz", f"{stem}.png"]
+    assert (wd / "data_moments.npz").exists()
 
 
 def test_sample_without_checkpoint_is_one_line_error(tmp_path):

@@ -53,6 +53,16 @@ def test_time_grids(kind):
         solvers.make_time_grid(lambda t: sch.gamma(t), 10, "nope")
 
 
+def test_auto_grid_is_lambda_up_to_eight_steps_then_uniform():
+    sch = schedules.make_schedule("column", None, dim=16, labels=np.linspace(0, 1, 16), b=0.8)
+    gamma_fn = lambda t: sch.gamma(t)
+    grid = lambda n, kind: np.asarray(solvers.make_time_grid(gamma_fn, n, kind))
+    n = solvers.AUTO_LAMBDA_MAX_STEPS
+    np.testing.assert_array_equal(grid(n, "auto"), grid(n, "lambda"))
+    np.testing.assert_array_equal(grid(n + 1, "auto"), grid(n + 1, "uniform"))
+    assert not np.allclose(grid(n, "lambda"), grid(n, "uniform"))
+
+
 def test_arc_grid_puts_no_steps_where_nothing_moves():
     """γ constant on [0.5, 1]: the arc-length grid spends every step below t = 0.5."""
     gamma_fn = lambda t: jnp.minimum(t, 0.5) * jnp.linspace(1.0, 4.0, 5)
@@ -193,7 +203,7 @@ def test_fd_rows_resume_from_saved_samples(tmp_path, monkeypatch):
 
     feats = lambda imgs: np.asarray(imgs).reshape(len(imgs), -1)[:, :6]
     info = {"extractor": feats, "ref_mean": np.zeros(6), "ref_cov": np.eye(6) * 0.3}
-    cfg = ml_collections.ConfigDict({"schedule": {"name": "soft"}})
+    cfg = ml_collections.ConfigDict({"schedule": {"name": "soft"}, "data": {"name": "x"}})
     monkeypatch.setattr(bs, "load_model", lambda w, c: (cfg, None, 7))
     monkeypatch.setattr(evaluate, "eval_settings", lambda c: {})
     monkeypatch.setattr(frechet, "fd_setup", lambda c, s, w: {"fd": info})
@@ -219,22 +229,29 @@ def test_fd_rows_resume_from_saved_samples(tmp_path, monkeypatch):
     assert r["fd_seeds"][0] == first[1]["fd"] and not r["reused"]
     assert r["fd"] == pytest.approx(np.mean(r["fd_seeds"]))
     assert r["fd_se"] == pytest.approx(np.std(r["fd_seeds"], ddof=1) / np.sqrt(3))
-    # the full-covariance samplers: the moments once per run, one network call per step,
-    # their samples saved and reused the same way
-    cov_calls = []
-    monkeypatch.setattr(bs, "load_model", lambda w, c: (cfg, SimpleNamespace(basis=None), 7))
-    monkeypatch.setattr(bs, "data_moments", lambda c, b: cov_calls.append("moments") or (0, 1))
-    monkeypatch.setattr(bs, "cov_generate", lambda m, mo, num, steps, **kw: cov_calls.append(
-        (steps, kw["order"])) or fake_generate(None, num, rng=np.array([0, kw["seed"]]),
-                                               solver="", steps=steps, batch_size=0,
-                                               time_grid=""))
+    # the full-covariance samplers: the data moments computed once and stored in the
+    # workdir, the model given them, one network call per step, samples saved and reused
+    from gudjax import experiment
+
+    moment_calls, models = [], []
+    basis = SimpleNamespace(dim=4)
+    model = SimpleNamespace(basis=basis, with_moments=lambda m, c: ("with moments", m.shape))
+    monkeypatch.setattr(bs, "load_model", lambda w, c: (cfg, model, 7))
+    monkeypatch.setattr(experiment, "component_moments", lambda d, b: moment_calls.append(b)
+                        or (np.zeros(4), np.eye(4)))
+    monkeypatch.setattr(generation, "generate", lambda m, *a, **k: models.append(m)
+                        or fake_generate(m, *a, **k))
     cov = bs.fd_rows(str(tmp_path), "x", (4, 10), 32, samplers=["dpmpp_2m_cov"],
                      log=lambda m: None)
-    assert cov_calls == ["moments", (4, 2), (10, 2)] and [r["nfe"] for r in cov] == [4, 10]
-    assert (tmp_path / "bench_samplers" / "dpmpp_2m_cov@uniform_nfe10.npz").exists()
-    again = bs.fd_rows(str(tmp_path), "x", (10,), 32, samplers=["dpmpp_2m_cov"],
+    assert moment_calls == [basis] and [r["nfe"] for r in cov] == [4, 10]
+    assert calls[-2:] == [("dpmpp_2m_cov", 4, "auto"), ("dpmpp_2m_cov", 10, "auto")]
+    assert models == [("with moments", (4,))] * 2
+    assert (tmp_path / "data_moments.npz").exists()
+    assert (tmp_path / "bench_samplers" / "dpmpp_2m_cov@auto_nfe10.npz").exists()
+    again = bs.fd_rows(str(tmp_path), "x", (10, 20), 32, samplers=["dpmpp_2m_cov"],
                        log=lambda m: None)
-    assert again[0]["reused"] and again[0]["fd"] == cov[1]["fd"] and len(cov_calls) == 4
+    assert again[0]["reused"] and again[0]["fd"] == cov[1]["fd"] and not again[1]["reused"]
+    assert moment_calls == [basis] and len(models) == 3  # moments read back from the file
 
 
 def test_load_model_reads_the_workdirs_own_config(tmp_path, monkeypatch):
