@@ -23,6 +23,7 @@ one of shape (B, D) on the first B rows.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import time
 
@@ -62,8 +63,14 @@ def default_time_grid(solver: str) -> str:
     return solvers.default_time_grid(solver)
 
 
+_FLOWS: dict = {}  # (steps, grid, digest of moments and γ) → GaussianFlow, the last few
+_MAX_FLOWS = 4
+
+
 def cov_flow(model: ScoreModel, solver: str, steps: int, time_grid: str | None):
-    """The per-step maps of the full-covariance `solver` for `model` (host, float64)."""
+    """The per-step maps of the full-covariance `solver` for `model` (host, float64); the
+    last few are kept, so repeated calls (extension windows, training's sample grids) reuse
+    them."""
     gaussian_flow.check_dim(solver, model.basis.dim)
     if model.moments is None:
         raise ValueError(
@@ -73,7 +80,15 @@ def cov_flow(model: ScoreModel, solver: str, steps: int, time_grid: str | None):
         )
     mean, cov = (np.asarray(a, np.float64) for a in model.moments)
     grid = time_grid or default_time_grid(solver)
-    return gaussian_flow.grid_flow(model.gamma_fn(), steps, grid, mean, cov)
+    gamma_fn = model.gamma_fn()
+    probe = np.asarray(jax.vmap(gamma_fn)(jnp.linspace(0.0, 1.0, 257)), np.float64)
+    digest = hashlib.sha256(b"".join(a.tobytes() for a in (mean, cov, probe))).hexdigest()
+    key = (int(steps), grid, digest)
+    if key not in _FLOWS:
+        while len(_FLOWS) >= _MAX_FLOWS:
+            _FLOWS.pop(next(iter(_FLOWS)))
+        _FLOWS[key] = gaussian_flow.grid_flow(gamma_fn, steps, grid, mean, cov)
+    return _FLOWS[key]
 
 
 @functools.partial(

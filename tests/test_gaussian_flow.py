@@ -104,11 +104,18 @@ def test_bad_inputs_are_one_line_errors():
         bs.parse_sampler("dpmpp_3m_cov")
 
 
-def test_generate_runs_the_full_covariance_sampler_over_all_devices():
+def test_generate_runs_the_full_covariance_sampler_over_all_devices(monkeypatch):
     """`generation.generate` with solver 'dpmpp_2m_cov' on 8 devices gives the images of
-    `gaussian_flow.sample` from the same z_1 on one; without moments, a one-line error."""
+    `gaussian_flow.sample` from the same z_1 on one; without moments, a one-line error; the
+    step maps are built once for repeated calls."""
     from gudjax import generation, runtime
     from gudjax.score_model import oracle_model
+
+    built = []
+    grid_flow = gaussian_flow.grid_flow
+    monkeypatch.setattr(generation, "_FLOWS", {})
+    monkeypatch.setattr(gaussian_flow, "grid_flow",
+                        lambda *a, **k: built.append(a[1]) or grid_flow(*a, **k))
 
     basis, schedule, oracle, _ = bs.oracle_setup("near_sequential")
     mean, K = np.asarray(oracle.z_only().m), np.asarray(oracle.z_only().K)
@@ -125,6 +132,10 @@ def test_generate_runs_the_full_covariance_sampler_over_all_devices():
     z = gaussian_flow.sample(model.score_fn(), model.gamma_fn(), z1, flow, order=2)
     want = np.clip(np.asarray(basis.decode(z)), -1.0, 1.0)
     np.testing.assert_allclose(images, want, atol=2e-5)
+    again = generation.generate(model, num, rng=rng, solver="dpmpp_2m_cov", steps=steps)
+    np.testing.assert_array_equal(again, images)
+    generation.generate(model, 8, rng=rng, solver="ddim_cov", steps=3)
+    assert built == [steps, steps, 3]  # generate once, the reference above once, then 3
     assert generation.nfe("dpmpp_2m_cov", steps) == steps
     assert generation.default_time_grid("ddim_cov") == "auto"
 
