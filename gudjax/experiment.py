@@ -259,10 +259,11 @@ def component_moments(data_config, basis, *, batch_size: int = 512):
     """(mean (D,), covariance (D, D)), float64, of the training split in `basis`'s component
     space: one streaming pass, images centre-dequantised at the data's own levels."""
     levels = input_pipeline.levels(data_config)
+    encode = jax.jit(basis.encode)
     n, s1, s2 = 0, 0.0, 0.0
     for batch in input_pipeline.fit_batches(data_config, batch_size=batch_size):
         x = input_pipeline.to_model_input(batch, levels=levels)
-        z = np.asarray(basis.encode(jnp.asarray(x)), np.float64)
+        z = np.asarray(encode(jnp.asarray(x)), np.float64)
         n, s1, s2 = n + z.shape[0], s1 + z.sum(0), s2 + z.T @ z
     if n < 2:
         raise ValueError(f"the training split of {data_config.name!r} has {n} image(s); the "

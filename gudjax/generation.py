@@ -81,7 +81,7 @@ def cov_flow(model: ScoreModel, solver: str, steps: int, time_grid: str | None):
     mean, cov = (np.asarray(a, np.float64) for a in model.moments)
     grid = time_grid or default_time_grid(solver)
     gamma_fn = model.gamma_fn()
-    probe = np.asarray(jax.vmap(gamma_fn)(jnp.linspace(0.0, 1.0, 257)), np.float64)
+    probe = np.asarray(jax.jit(jax.vmap(gamma_fn))(jnp.linspace(0.0, 1.0, 257)), np.float64)
     digest = hashlib.sha256(b"".join(a.tobytes() for a in (mean, cov, probe))).hexdigest()
     key = (int(steps), grid, digest)
     if key not in _FLOWS:
