@@ -165,3 +165,18 @@ def test_moments_are_stored_in_the_workdir_and_large_bases_refused(tmp_path, mon
     with pytest.raises(ValueError, match=r"allows D <= .*use dpmpp_2m_g") as e:
         experiment.sampling_model(big, config, str(tmp_path), "dpmpp_2m_cov")
     assert "\n" not in str(e.value) and calls == [1, 1]
+
+
+def test_singular_data_covariance_is_accepted():
+    """A component that never varies (a digit's border pixel) and a repeated component make
+    the sample covariance singular, with round-off eigenvalues just below 0: accepted, and
+    the step maps are finite."""
+    x = np.random.default_rng(0).normal(size=(500, 4))
+    x = np.concatenate([x, x[:, :1], np.zeros((500, 1))], axis=1)  # D = 6, rank 4
+    K = np.cov(x, rowvar=False) - 1e-12 * np.eye(6)  # round-off: smallest eigenvalue < 0
+    assert np.linalg.eigvalsh(K)[0] < 0
+    gamma_fn = lambda t: (-6.0 + 12.0 * t) * jnp.ones(6)
+    flow = gaussian_flow.grid_flow(gamma_fn, 3, "uniform", x.mean(0), K)
+    assert all(np.all(np.isfinite(np.asarray(a))) for a in flow)
+    with pytest.raises(ValueError, match="not positive semi-definite"):
+        gaussian_flow.grid_flow(gamma_fn, 3, "uniform", x.mean(0), K - 0.01 * np.eye(6))
