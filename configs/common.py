@@ -51,7 +51,8 @@ def digits_defaults(c: ml_collections.ConfigDict, *, runlocal: bool = False) -> 
     c.train.checkpoint_every = 1000
     # The few-step sampler with the data's full covariance as its linear part (D = 64): on
     # the Gaussian oracle it matches Euler–Maruyama at 100 calls with 10 or fewer, on
-    # standard, soft and near-sequential (column) schedules (experiments/BENCHMARKS.md).
+    # standard, soft and near-sequential (column) schedules (experiments/BENCHMARKS.md); the
+    # trained column model needs 20 (configs/digits_columns.py).
     c.sample.solver = "dpmpp_2m_cov"
     c.sample.steps = 10
     c.sample.num = 64
