@@ -138,14 +138,14 @@ def oracle_rows(nfes, n_mc: int, extra=(), *, names=None, samplers=None, time_gr
         for entry, target in points_list:
             solver, grid = parse_sampler(entry, time_grid)
             t0 = time.perf_counter()
+            steps = steps_for(solver, target)
             if solver in COV_SAMPLERS:
-                stochastic, steps = False, max(int(target), 1)
+                stochastic = False
                 moments = fit_moments(name) if moments is None else moments
                 flow = gaussian_flow.grid_flow(schedule.gamma, steps, grid, *moments)
                 z = _z0_cov(z_only, schedule, points, flow, order=COV_SAMPLERS[solver])
             else:
                 stochastic = solvers.SAMPLERS[solver][2]
-                steps = steps_for(solver, target)
                 z = _z0(z_only, schedule, mc if stochastic else points, jax.random.key(3),
                         solver=solver, steps=steps, time_grid=grid)
             x = np.asarray(basis.decode(z), np.float64).reshape(z.shape[0], -1)

@@ -128,10 +128,11 @@ def gaussian_flow(
         return np.linalg.inv(0.5 * (Kt + np.swapaxes(Kt, 1, 2)))
 
     # every interval's substep ends and midpoints, the schedule evaluated at all in one call
+    n_subs = [int(substeps) if substeps is not None else max(
+        MIN_SUBSTEPS, int(np.ceil(SUBSTEPS_PER_UNIT_TIME * (t0 - t1))))
+        for t0, t1 in zip(ts[:-1], ts[1:], strict=True)]
     points = []
-    for t0, t1 in zip(ts[:-1], ts[1:], strict=True):
-        n_sub = int(substeps) if substeps is not None else max(
-            MIN_SUBSTEPS, int(np.ceil(SUBSTEPS_PER_UNIT_TIME * (t0 - t1))))
+    for t0, t1, n_sub in zip(ts[:-1], ts[1:], n_subs, strict=True):
         us = np.linspace(t0, t1, n_sub + 1)
         points.append(np.concatenate([us, 0.5 * (us[:-1] + us[1:])]))
     coefs = _coefficients(gamma_fn, np.concatenate(points))
@@ -140,7 +141,7 @@ def gaussian_flow(
     phis, biases, weights, gains, offsets, moving, hs = [], [], [], [], [], [], []
     for k in range(ts.shape[0] - 1):
         t0, t1 = ts[k], ts[k + 1]
-        n_sub = (len(points[k]) - 1) // 2
+        n_sub = n_subs[k]
         g, al, s2, beta = (c[bounds[k]:bounds[k + 1]] for c in coefs)
         # the linear ODE's pieces at the substep ends and midpoints, all inverses in one call
         P = precision(al, s2)

@@ -155,8 +155,8 @@ def generate(
     """`num` images in [−1, 1] (num, H, W, C) numpy, in batches of `batch_size` (one
     compilation; batch i uses fold_in(rng, i)). `solver`: one of `SOLVERS` (the '_cov' ones
     need `model.moments`); `steps`: sampler steps (`nfe` network calls); `time_grid`: where
-    the steps go
-    (`solvers.TIME_GRIDS`, None: the sampler's default); `eta`: noise of 'ddim_sde'.
+    the steps go (`solvers.TIME_GRIDS`, None: the sampler's default); `eta`: noise of
+    'ddim_sde'.
     `known`: `sampling.Known(mask (D,) or (num, D), z0 (num, D))` in component space
     (conditioning by replacement) or None. `mesh`: default all local devices
     (`runtime.batch_mesh`); the result does not depend on it. `progress` logs each batch.
